@@ -1,0 +1,3 @@
+from rsqair_bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Command line: `python -m rsqair_bench <subcommand>`.
+
+Each subcommand lives in the module that does the work; that module exposes
+`add_arguments(parser)` and `command(args) -> int`. This file only wires them up,
+turns user-facing errors into one line on stderr, and sets up logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from types import ModuleType
+
+from rsqair_bench.errors import BenchError
+
+# subcommand -> (module implementing it, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("rsqair_bench.runner", "train and evaluate every model x seed of a suite, then report"),
+    "data": ("rsqair_bench.data.commands", "generate or inspect bouncing-balls HDF5 files"),
+    "train": ("rsqair_bench.train", "train one model from a job config"),
+    "eval": ("rsqair_bench.evaluate", "evaluate a checkpoint on a data split"),
+    "report": ("rsqair_bench.report", "write tables and figures from metrics.json files"),
+    "bench": ("rsqair_bench.bench", "measure throughput and peak memory"),
+    "list": ("rsqair_bench.registry", "list registered models with parameter counts"),
+    "validate": ("rsqair_bench.config", "check a suite file without running it"),
+}
+
+NOT_IMPLEMENTED_EXIT = 2
+
+
+def _load(module_name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == module_name:
+            return None
+        raise
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType | None]]:
+    parser = argparse.ArgumentParser(prog="python -m rsqair_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+    sub.required = True
+    modules: dict[str, ModuleType | None] = {}
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = _load(module_name)
+        modules[name] = module
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if module is not None and hasattr(module, "add_arguments"):
+            module.add_arguments(p)
+        else:
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = modules[args.subcommand]
+    if module is None or not hasattr(module, "command"):
+        print(f"rsqair_bench {args.subcommand}: not implemented yet", file=sys.stderr)
+        return NOT_IMPLEMENTED_EXIT
+    try:
+        return int(module.command(args) or 0)
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,268 @@
+"""Configuration dataclasses and a strict YAML -> dataclass parser.
+
+Every value that shapes a result lives here with its source: the R-SQAIR paper
+(`paper`), the SQAIR reference implementation akosiorek/sqair (`sqair ref`), or our
+own choice (`ours`, with the reason in docs/). Unknown keys and wrong types are
+errors that name the file and the key path, e.g. `suite.yaml: train.batch_size:
+expected int, found str 'x'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rsqair_bench.errors import ConfigError
+
+
+# ----------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    """SQAIR hyperparameters. Defaults: sqair ref (common_model_flags.py, mlp_mnist_model.py) unless noted."""
+
+    max_objects: int = 4  # paper: "up to k = 4 object representations" (sqair ref default 3)
+    z_what: int = 5  # paper: 5 instead of SQAIR's 50
+    glimpse_size: int = 20  # sqair ref: 20x20 glimpses
+    n_hidden: int = 256  # sqair ref: n_hidden
+    n_layers: int = 2  # sqair ref: MLPs [256, 256]
+    output_std: float = 0.3  # sqair ref: fixed Gaussian likelihood std
+    output_scale: float = 0.25  # sqair ref: trainable decoder output scale, initial value
+    disc_step_bias: float = 1.0  # sqair ref: presence logit bias in discovery
+    prop_step_bias: float = 5.0  # sqair ref: presence logit bias in propagation posterior
+    prop_prior_step_bias: float = 10.0  # sqair ref: presence logit bias in propagation prior
+    transform_var_bias: float = -3.0  # sqair ref: offset on the where-posterior std logit
+    scale_prior: float = -2.0  # sqair ref: discovery where-prior mean for the two scale logits
+    shift_prior: float = 0.0  # sqair ref: discovery where-prior mean for the two shift logits
+    where_prior_std: float = 1.0  # sqair ref
+    image_size: int = 50  # paper: central 50x50 crop
+    relation_options: dict[str, Any] = field(default_factory=dict)  # kwargs for the relation's constructor
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    """The training protocol (paper section 3 and sqair ref)."""
+
+    particles: int = 5  # paper: IWAE with 5 particles
+    batch_size: int = 32  # paper
+    learning_rate: float = 1e-5  # sqair ref (RMSProp)
+    momentum: float = 0.9  # sqair ref
+    lr_decay_at: list[float] = field(default_factory=lambda: [0.2, 0.5])  # sqair ref: lr/3 at 20% and 50%
+    lr_decay_factor: float = 1.0 / 3.0  # sqair ref
+    max_iterations: int = 200_000  # ours: the paper is silent; early stopping usually ends sooner
+    curriculum_start: int = 3  # paper
+    curriculum_every: int = 10_000  # paper: +1 frame every 10,000 iterations
+    curriculum_max: int = 10  # paper
+    validate_every: int | None = None  # iterations between validations; None = once per epoch (paper)
+    validation_sequences: int | None = None  # cap on validation set size; None = all
+    early_stop_patience: int = 10  # paper: 10 validations without improvement
+    checkpoint_every: int = 500  # ours: iterations between latest-checkpoint writes
+    grad_clip: float | None = None  # sqair ref: none
+    max_nan_skips: int = 0  # ours: 0 = stop at the first NaN/inf
+    log_every: int = 50  # ours
+    num_workers: int = 0  # DataLoader workers
+    torch_threads: int | None = None  # None = leave torch's default
+
+
+# ----------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalSplit:
+    """One evaluation target: a split of a data set, possibly with more object slots than training."""
+
+    data: str  # data set name in the suite (e.g. balls4) or a path to an .h5 file
+    split: str = "test"
+    max_objects: int | None = None  # None = the training value; balls678 needs more slots
+    frames: int = 10  # T: sequence length scored (frames 1..T-1 inferred, frame T sampled)
+    sequences: int | None = None  # cap; None = the whole split
+
+
+@dataclass
+class EvalConfig:
+    samples: int = 5  # paper: 5 sampled last frames per model
+    particles: int = 5  # paper: IWAE bound with 5 particles
+    batch_size: int = 32
+    splits: dict[str, EvalSplit] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class DataSetConfig:
+    """A data set: an existing file (e.g. R-NEM's balls4mass64.h5) or one generated if missing."""
+
+    path: str
+    balls: str = "4"  # "4" or "6-8"
+    frames: int = 51  # R-NEM's files hold 51 frames
+    size: int = 64
+    seed: int = 0
+    splits: dict[str, int] = field(default_factory=lambda: {"training": 50_000, "validation": 10_000, "test": 10_000})
+
+
+# ----------------------------------------------------------------------------- job and suite
+@dataclass
+class JobConfig:
+    """Everything one (model, seed) training job needs; what `train CONFIG.yaml` reads."""
+
+    model: str  # "sqair" or "sqair+<relation>"
+    seed: int
+    train_data: str  # path to an .h5 file with training and validation splits
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    model_config: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    plugins: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None = RAY_ADDRESS or a local Ray
+    num_cpus_per_job: float = 1.0
+    num_gpus_per_job: float = 0.0
+
+
+@dataclass
+class SuiteConfig:
+    name: str
+    models: list[str]
+    seeds: list[int]
+    data: dict[str, DataSetConfig]
+    train_data: str = "balls4"  # which data set trains (training + validation splits)
+    model_config: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    plugins: list[str] = field(default_factory=list)
+    executor: Literal["local", "ray"] = "local"
+    workers: int = 1
+    device: str = "auto"
+    results: str = "results"
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+# ----------------------------------------------------------------------------- parsing
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _found(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if value is not None else "null"
+
+
+def parse_value(tp: Any, value: Any, where: str) -> Any:
+    """Convert a YAML value to type `tp`, raising ConfigError naming `where` on mismatch."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return parse_dataclass(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return parse_value(option, value, where)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, found {_found(value)}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, found {_found(value)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, found {_found(value)}")
+        (item,) = typing.get_args(tp)
+        return [parse_value(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, found {_found(value)}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {parse_value(key_tp, k, f"{where}"): parse_value(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, found {_found(value)}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"unsupported config type {tp!r} at {where}")
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, found {_found(value)}")
+
+
+def parse_dataclass(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and missing required keys are errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, found {_found(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where and not where.endswith(":") else f"{where} {name}"
+        if name in data:
+            kwargs[name] = parse_value(hints[name], data[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: missing required key (expected {_type_name(hints[name])})")
+    return cls(**kwargs)
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        with path.open() as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+def load_config(cls: type, path: str | Path) -> Any:
+    """Read a YAML file with safe_load and parse it into `cls`; errors are prefixed with the file."""
+    return parse_dataclass(cls, load_yaml(path), f"{path}:")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain-types view of a config, for YAML dumps, checkpoints and hashing."""
+    return dataclasses.asdict(config)
+
+
+def dump_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- CLI: validate
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", help="suite YAML file")
+
+
+def command(args: argparse.Namespace) -> int:
+    from rsqair_bench.suite import validate_suite  # suite-level checks (models, seeds, paths)
+
+    suite = validate_suite(load_config(SuiteConfig, args.suite), args.suite)
+    print(f"{args.suite}: ok ({len(suite.models)} models x {len(suite.seeds)} seeds)")
+    return 0

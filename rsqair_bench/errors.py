@@ -1,0 +1,29 @@
+"""Errors the CLI reports in one line, without a traceback.
+
+Every message names the file, the key or dataset, what was found and what was expected,
+so a user can fix the input without reading our code.
+"""
+
+
+class BenchError(Exception):
+    """Base class for user-facing errors (bad input, not bugs)."""
+
+
+class ConfigError(BenchError):
+    """A suite or job configuration is invalid."""
+
+
+class DataError(BenchError):
+    """A data file is missing, malformed, or does not match what was asked for."""
+
+
+class CheckpointError(BenchError):
+    """A checkpoint is missing, truncated, or belongs to a different model."""
+
+
+class RegistryError(BenchError):
+    """A relation/model name or plugin cannot be resolved."""
+
+
+class TrainingDiverged(BenchError):
+    """The loss or a gradient became NaN/inf; the last good checkpoint was kept."""
