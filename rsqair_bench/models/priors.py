@@ -1,0 +1,112 @@
+"""SQAIR's learned priors: the propagation prior (where R-SQAIR's gamma enters) and the discovery prior.
+
+Reference: akosiorek/sqair `propagate.py` (PropagatePrior, type 'rnn'), `sqair_modules.py`
+(Discover._make_priors), `modules.py` (RecurrentNormal), `prior.py` (categorical count prior).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rsqair_bench.models.air import MASKED_LOGIT, init_bias, linear, mlp, normal_log_prob, softplus_scale
+
+
+@dataclass
+class PropPriorOutput:
+    pres_logit: Tensor  # [N, K] masked by previous presence
+    where_loc: Tensor  # [N, K, 4]
+    where_scale: Tensor
+    what_loc: Tensor  # [N, K, Dw]
+    what_scale: Tensor
+    state: Tensor  # [N, K, H] per-object GRU state
+
+
+class PropagationPrior(nn.Module):
+    """p^P(z_t^P | gamma_t): a GRU per object (weights shared) on gamma_t -> presence, where, what.
+
+    In plain SQAIR gamma_t = z_{t-1} (the reference feeds [what, where]); R-SQAIR feeds the
+    relational module's output instead (paper eq. 3). Locations are absolute, not deltas (sqair ref).
+    """
+
+    def __init__(self, gamma_dim: int, z_what: int, hidden: int, step_bias: float) -> None:
+        super().__init__()
+        self.z_what = z_what
+        self.cell = nn.GRUCell(gamma_dim, hidden)
+        self.init_state = nn.Parameter(torch.zeros(hidden))
+        self.readout = linear(hidden, 1 + 2 * (4 + z_what))
+        self.step_bias = step_bias
+
+    def initial_state(self, n: int, k: int) -> Tensor:
+        return self.init_state.expand(n, k, -1)
+
+    def forward(self, gamma: Tensor, prev_pres: Tensor, state: Tensor) -> PropPriorOutput:
+        # gamma [N, K, G], prev_pres [N, K], state [N, K, H]
+        n, k, _ = gamma.shape
+        new_state = self.cell(gamma.flatten(0, 1), state.flatten(0, 1))
+        out = self.readout(new_state).view(n, k, -1)
+        z = self.z_what
+        logit, where_loc, what_loc, where_raw, what_raw = out.split([1, 4, z, 4, z], dim=-1)
+        logit = logit.squeeze(-1) + self.step_bias
+        logit = prev_pres * logit + (1.0 - prev_pres) * MASKED_LOGIT
+        return PropPriorOutput(
+            logit, where_loc, softplus_scale(where_raw), what_loc, softplus_scale(what_raw), new_state.view(n, k, -1)
+        )
+
+
+class DiscoveryPrior(nn.Module):
+    """p^D(z_t^D | z_t^P): N(0, 1) for what, an autoregressive Gaussian over slots for where, and a
+    categorical over the number of new objects conditioned on the propagation prior's expected count.
+
+    The count prior has `max_count + 1` categories fixed at construction (the training max_objects);
+    evaluating with more slots (6-8 balls) extends it by repeating the last logit, so no new
+    parameters appear (documented in docs/sqair.md).
+    """
+
+    def __init__(self, cond_dim: int, max_count: int, scale_prior: float, shift_prior: float, std: float,
+                 hidden: int = 128) -> None:
+        super().__init__()
+        self.max_count = max_count
+        self.h0 = nn.Sequential(linear(cond_dim + 1, hidden), nn.ELU())
+        self.x0 = nn.Parameter(torch.zeros(4))
+        self.cell = nn.RNNCell(4, hidden)
+        self.readout = linear(hidden, 8)
+        # Readout bias so that the first step's prior is about N([scale, scale, shift, shift], std).
+        raw_std = torch.log(torch.expm1(torch.tensor(std - 0.01))).item()
+        init_bias(self.readout, [scale_prior] * 2 + [shift_prior] * 2 + [raw_std] * 4)
+        self.count_base = nn.Parameter(torch.zeros(max_count + 1))
+        later = torch.zeros(max_count + 1)
+        later[0] = 10.0  # sqair ref: after the first frame, favour "no new objects"
+        self.count_later = nn.Parameter(later)
+        self.count_net = mlp(1, [10], max_count + 1)
+
+    def count_log_prob(self, n_disc: Tensor, expected_prop: Tensor, t: int, slots: int) -> Tensor:
+        # n_disc [N] number discovered, expected_prop [N, 1] -> [N]
+        logits = self.count_base + self.count_net(expected_prop)
+        if t > 0:
+            logits = logits + self.count_later
+        logits = F.elu(logits)  # sqair ref applies ELU to the logits
+        if slots > self.max_count:
+            logits = torch.cat([logits, logits[:, -1:].expand(-1, slots - self.max_count)], dim=1)
+        log_probs = logits.log_softmax(-1)
+        return log_probs.gather(1, n_disc.long().unsqueeze(1)).squeeze(1)
+
+    def where_log_prob(self, where: Tensor, cond: Tensor, expected_prop: Tensor) -> Tensor:
+        # where [N, K, 4] (raw), teacher-forced over slots -> [N, K]
+        h = self.h0(torch.cat([cond, expected_prop], dim=-1))
+        x = self.x0.expand(where.shape[0], 4)
+        out = []
+        for k in range(where.shape[1]):
+            h = self.cell(x, h)
+            loc, raw = self.readout(h).chunk(2, dim=-1)
+            out.append(normal_log_prob(where[:, k], loc, softplus_scale(raw)))
+            x = where[:, k]
+        return torch.stack(out, dim=1)
+
+    @staticmethod
+    def what_log_prob(what: Tensor) -> Tensor:
+        # [N, K, Dw] -> [N, K]
+        return normal_log_prob(what, torch.zeros_like(what), torch.ones_like(what))
