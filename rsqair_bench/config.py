@@ -52,6 +52,7 @@ class TrainConfig:
 
     particles: int = 5  # paper: IWAE with 5 particles
     batch_size: int = 32  # paper
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"  # sqair ref: RMSProp; adam for short CPU runs (ours)
     learning_rate: float = 1e-5  # sqair ref (RMSProp)
     momentum: float = 0.9  # sqair ref
     lr_decay_at: list[float] = field(default_factory=lambda: [0.2, 0.5])  # sqair ref: lr/3 at 20% and 50%

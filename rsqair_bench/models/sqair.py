@@ -141,7 +141,9 @@ class Propagation(nn.Module):
             mask = torch.sigmoid(self.mask_net(s))
             proposal = prev.where[:, i] + 0.1 * self.where_bias_net(s)
             feature, _ = self.encoder(image, proposal, mask)
-            h = self.core(torch.cat([feature, step_what, step_where, step_pres, gamma[:, i], s], -1), h)
+            h_new = self.core(torch.cat([feature, step_what, step_where, step_pres, gamma[:, i], s], -1), h)
+            # Explaining away runs over objects alive at t-1 only: an absent slot leaves the core untouched.
+            h = torch.where(was.unsqueeze(-1) > 0, h_new, h)
             delta, where_scale = self.where_head(torch.cat([h, prev.where[:, i], s], -1))
             where_loc = prev.where[:, i] + delta
             where = sample_normal(where_loc, where_scale, generator)
@@ -166,7 +168,7 @@ class Propagation(nn.Module):
             log_q_discrete = log_q_discrete + pres_q
             log_p = log_p + was * bernoulli_log_prob(pres, prior.pres_logit[:, i])
 
-            step_what, step_where, step_pres = what, where, pres.unsqueeze(-1)
+            step_what, step_where, step_pres = what * both.unsqueeze(-1), where * both.unsqueeze(-1), both.unsqueeze(-1)
             out_what.append(what)
             out_where.append(where)
             out_pres.append(pres)
