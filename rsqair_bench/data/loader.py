@@ -1,0 +1,94 @@
+"""torch Dataset over one split of a bouncing-balls HDF5 file (ours or R-NEM's).
+
+Why lazy handles: h5py file handles cannot be pickled into DataLoader workers, and sharing one
+across forked processes is unsafe; each process opens its own read-only handle on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from rsqair_bench.data.h5 import open_h5, validate_split
+from rsqair_bench.errors import DataError
+
+
+class BallsDataset(Dataset):
+    """Items: {"features": float32 [T, 1, c, c], "groups": int64 [T, 1, c, c], "collisions": bool [T, 1, c, c]}.
+
+    `frames` takes the first `frames` frames (all when None); `crop` keeps the central c x c
+    pixels, offset (size - crop) // 2 (64 -> 50: rows/cols 7..56). Float features are kept as
+    stored (R-NEM's are 0/1 floats); bool/integer features become 1.0 where non-zero.
+    """
+
+    def __init__(self, path: str | Path, split: str, frames: int | None = None, crop: int = 50) -> None:
+        self.path = Path(path)
+        self.split = split
+        if frames is not None and frames < 1:
+            raise DataError(f"{self.path}: {split}: frames found {frames}, expected a positive integer or None")
+        if crop < 1:
+            raise DataError(f"{self.path}: {split}: crop found {crop}, expected a positive integer")
+        with open_h5(self.path) as f:
+            info = validate_split(f, self.path, split, min_frames=frames, min_size=crop)
+        self.info = info
+        self.frames = frames if frames is not None else info.frames
+        self.crop = crop
+        self.top = (info.height - crop) // 2
+        self.left = (info.width - crop) // 2
+        self._file: Any = None
+
+    def __len__(self) -> int:
+        return self.info.sequences
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"] = None  # each worker opens its own handle
+        return state
+
+    def _read(self, name: str, index: int) -> np.ndarray:
+        """[T, c, c] crop of one sequence of dataset `name`."""
+        if self._file is None:
+            self._file = open_h5(self.path)
+        ds = self._file[self.split][name]
+        t, c = self.frames, self.crop
+        try:
+            block = ds[:t, index, self.top : self.top + c, self.left : self.left + c, 0]
+        except OSError as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DataError(
+                f"{self.path}: {self.split}/{name} sequence {index} cannot be read ({reason}); "
+                "expected a complete file (truncated or corrupt?)"
+            ) from None
+        return block
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} sequences")
+        feats = self._read("features", index)
+        groups = self._read("groups", index)
+        colls = self._read("collisions", index)
+        features = torch.from_numpy(feats.astype(np.float32) if feats.dtype.kind == "f"
+                                    else (feats != 0).astype(np.float32))
+        return {
+            "features": features.unsqueeze(1),  # [T, 1, c, c]
+            "groups": torch.from_numpy(np.rint(groups).astype(np.int64) if groups.dtype.kind == "f"
+                                       else groups.astype(np.int64)).unsqueeze(1),  # [T, 1, c, c]
+            "collisions": torch.from_numpy(colls > 0.5 if colls.dtype.kind == "f"
+                                           else colls != 0).unsqueeze(1),  # [T, 1, c, c]
+        }
+
+    def close(self) -> None:
+        """Close this process's handle (reopened on next access)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
