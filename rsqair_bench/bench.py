@@ -148,6 +148,21 @@ def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.
     )
 
 
+def bench_data_generation(sequences: int, frames: int = 51, size: int = 64, balls: str = "4") -> dict[str, float]:
+    """Sequences/s of the full data pipeline (simulate, render, compress, write) into a temp file."""
+    import tempfile
+
+    from rsqair_bench.data.h5 import generate_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        generate_file(Path(tmp) / "bench.h5", balls, {"test": sequences}, frames, size, seed=0, progress=False)
+        seconds = time.perf_counter() - start
+    return {"balls": balls, "sequences": sequences, "frames": frames, "size": size, "seconds": seconds,
+            "sequences_per_s": sequences / seconds,
+            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -177,6 +192,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=BenchSettings.iterations)
     parser.add_argument("--warmup", type=int, default=BenchSettings.warmup)
     parser.add_argument("--max-objects", type=int, default=None, help="object slots (default: config's, 4)")
+    parser.add_argument("--data-sequences", type=int, default=256,
+                        help="sequences (4 balls, 51 frames, 64x64) for the data generation rate; 0 skips it")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON to this file")
 
 
@@ -204,15 +221,20 @@ def command(args: argparse.Namespace) -> int:
             raise ConfigError(f"bench {name}: expected a positive integer, found {value}")
     settings = BenchSettings(args.batch, args.particles, args.frames, args.iterations, max(args.warmup, 0))
     device = resolve_device(args.device or device_setting)
+    data = bench_data_generation(args.data_sequences) if args.data_sequences > 0 else None
     rows = [bench_model(name, config, settings, device) for name in models]
     result = {
         "device": device_name(device),
         "torch_version": torch.__version__,
         "settings": asdict(settings) | {"max_objects": config.max_objects, "z_what": config.z_what},
         "models": [asdict(r) for r in rows],
+        "data_generation": data,
     }
     print(f"device: {result['device']}, torch {torch.__version__}, settings: {result['settings']}")
     print(format_table(rows))
+    if data:
+        print(f"data generation: {data['sequences_per_s']:.1f} sequences/s ({data['balls']} balls, "
+              f"{data['frames']} frames, {data['size']}x{data['size']}; peak RSS {data['peak_memory_mb']:.0f} MB)")
     if args.json_path:
         atomic_write_text(Path(args.json_path), json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json_path}")
