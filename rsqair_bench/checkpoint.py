@@ -1,0 +1,155 @@
+"""Checkpoints: atomic writes, safe loads, and the identity checks that stop a run from
+resuming (or an evaluation from scoring) a checkpoint of a different model.
+
+A checkpoint is a plain dict that `torch.load(weights_only=True)` can read: tensors, str,
+int, float, bool, None, lists and dicts only. RNG states are stored as the ByteTensors that
+`torch.Generator.get_state()` returns; numpy bit-generator states as plain dicts of ints.
+
+Layout (FORMAT_VERSION 1):
+    format, kind ("latest" | "best"), model_name, model_config (dict), model_config_hash,
+    config_hash (whole job), seed, plugins, job (dict), iteration, seq_len, best_score,
+    early_stopping (dict), nan_skips, validations, elapsed_seconds, step_seconds,
+    train_stats (dict), parameters {"total", "relation"},
+    model (state_dict), optimizer (state_dict | None), scheduler (state_dict | None),
+    rng {"model": ByteTensor, "torch_cpu": ByteTensor, "cuda": [ByteTensor, ...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rsqair_bench.config import to_dict
+from rsqair_bench.errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- hashing
+def config_hash(config: Any) -> str:
+    """Short stable hash of a config dataclass (or plain dict): sha256 of its sorted JSON."""
+    data = config if isinstance(config, dict) else to_dict(config)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- RNG states
+def numpy_rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    """A numpy Generator's bit-generator state as plain types (ints may exceed 64 bits)."""
+    return _plain(rng.bit_generator.state)
+
+
+def set_numpy_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    rng.bit_generator.state = state
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def capture_global_rng() -> dict[str, Any]:
+    """Global torch RNG states. We do not draw from them, but third-party layers might."""
+    state: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
+    state["cuda"] = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return state
+
+
+def restore_global_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# ----------------------------------------------------------------------------- save / load
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Write via `write(fileobj)` into a temp file in the same directory, fsync, then os.replace.
+
+    A reader (or a crash at any instant) sees either the old file or the complete new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(Path(path), lambda fh: fh.write(text.encode()))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomically write a checkpoint dict (see module docstring)."""
+    state = dict(state)
+    state.setdefault("format", FORMAT_VERSION)
+    atomic_write_bytes(Path(path), lambda fh: torch.save(state, fh))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True; truncated or foreign files raise CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zipfile, pickle, EOF and RuntimeError variants all mean "unreadable"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint (truncated or corrupt file, {type(err).__name__}: {first[:120]})"
+        ) from None
+    if not isinstance(state, dict) or "format" not in state or "model" not in state:
+        raise CheckpointError(f"{path}: not an rsqair-bench checkpoint (expected a dict with 'format' and 'model')")
+    if state["format"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {state['format']!r}, expected {FORMAT_VERSION}")
+    return state
+
+
+def check_compatible(
+    state: dict[str, Any], path: Path, model_name: str, model_config_hash: str, seed: int | None = None
+) -> None:
+    """Refuse a checkpoint of another model name, architecture config or seed (a different job)."""
+    if state.get("model_name") != model_name:
+        raise CheckpointError(
+            f"{path}: checkpoint is of model {state.get('model_name')!r}, expected {model_name!r} "
+            f"(use another --out directory or remove the checkpoint)"
+        )
+    if state.get("model_config_hash") != model_config_hash:
+        raise CheckpointError(
+            f"{path}: checkpoint model_config hash {state.get('model_config_hash')!r} differs from the job's "
+            f"{model_config_hash!r} (model_config changed; use another --out directory)"
+        )
+    if seed is not None and state.get("seed") != seed:
+        raise CheckpointError(f"{path}: checkpoint is of seed {state.get('seed')!r}, expected {seed!r}")

@@ -1,0 +1,309 @@
+"""Evaluation protocol (DESIGN.md section 5; definitions and formulas in docs/metrics.md).
+
+For a test sequence of T frames (default 10): infer the posterior over frames 1..T-1, sample
+frame T's latents from the propagation prior (discovery off), decode, and score frame T:
+- data log-likelihood: sum over the 50x50 pixels of log N(x_T; mu_T, sigma^2), sigma = output_std;
+- relational log-likelihood: the same sum over the pixels of balls in ball-ball contact at frame T
+  (`collisions` mask, restricted to ball pixels `groups > 0`); 0 for sequences without one.
+Both are averaged over sequences, once per sampled last frame (`eval.samples`). Also: the
+whole-sequence IWAE bound (`eval.particles`), object-count accuracy and throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from rsqair_bench import checkpoint as ckpt
+from rsqair_bench.config import EvalConfig, EvalSplit, ModelConfig, parse_dataclass
+from rsqair_bench.errors import CheckpointError, ConfigError
+from rsqair_bench.train import (
+    DatasetFactory,
+    ModelFactory,
+    default_dataset_factory,
+    default_model_factory,
+    derive_seed,
+    peak_memory_mb,
+    resolve_device,
+)
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+# ----------------------------------------------------------------------------- pure metric functions
+def gaussian_log_density(x: Tensor, mean: Tensor, std: float) -> Tensor:
+    """Elementwise log N(x; mean, std^2), same shape as x."""
+    return -0.5 * ((x - mean) / std) ** 2 - math.log(std) - 0.5 * LOG_2PI
+
+
+def data_log_likelihood(x_T: Tensor, frames_T: Tensor, std: float) -> Tensor:
+    """x_T, frames_T: [B, 1, H, W] -> [B], sum over pixels of the Gaussian log density (nats)."""
+    return gaussian_log_density(x_T, frames_T, std).flatten(1).sum(1)
+
+
+def collision_mask(groups_T: Tensor, collisions_T: Tensor) -> Tensor:
+    """[B, 1, H, W] bool: pixels of a ball (groups > 0) flagged as colliding with another ball."""
+    return collisions_T.bool() & (groups_T > 0)
+
+
+def relational_log_likelihood(
+    x_T: Tensor, frames_T: Tensor, groups_T: Tensor, collisions_T: Tensor, std: float
+) -> tuple[Tensor, Tensor]:
+    """Data LL restricted to colliding-ball pixels at frame T -> (ll [B], has_collision [B] bool).
+
+    Sequences with no such pixel score exactly 0 (and has_collision False).
+    """
+    mask = collision_mask(groups_T, collisions_T)  # [B, 1, H, W]
+    ll = torch.where(mask, gaussian_log_density(x_T, frames_T, std), torch.zeros((), dtype=x_T.dtype))
+    return ll.flatten(1).sum(1), mask.flatten(1).any(1)
+
+
+def visible_objects(groups: Tensor) -> Tensor:
+    """groups: [B, T, 1, H, W] int ids (0 = background) -> [B, T] number of distinct ball ids visible."""
+    b, t = groups.shape[:2]
+    flat = groups.reshape(b, t, -1).long().clamp(min=0)  # [B, T, HW]
+    seen = torch.zeros(b, t, int(flat.max()) + 1, dtype=torch.bool, device=groups.device)
+    seen.scatter_(2, flat, True)
+    return seen[:, :, 1:].sum(2)
+
+
+def count_correct(num_present: Tensor, groups: Tensor) -> Tensor:
+    """num_present [B, P, T] (per particle), groups [B, T, 1, H, W] -> [B, T] bool: rounded mean count == visible."""
+    predicted = num_present.float().mean(1).round().long()  # [B, T]
+    return predicted == visible_objects(groups)
+
+
+def mean_std_over(values: Any) -> tuple[float, float]:
+    """Mean and population std (numpy's default, ddof=0) over all entries, e.g. [seeds, samples]."""
+    arr = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std())
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _collate(batch: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {k: torch.stack([item[k] for item in batch]) for k in ("features", "groups", "collisions")}
+
+
+def load_model(
+    checkpoint: Path, device: torch.device, model_factory: ModelFactory | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the checkpoint's model (registry name + stored ModelConfig) and load its weights."""
+    state = ckpt.load_checkpoint(checkpoint)
+    for key in ("model_name", "model_config", "iteration"):
+        if key not in state:
+            raise CheckpointError(f"{checkpoint}: checkpoint lacks {key!r}")
+    try:
+        config = parse_dataclass(ModelConfig, state["model_config"], f"{checkpoint}: model_config")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+    factory = model_factory or default_model_factory(list(state.get("plugins", [])))
+    model = factory(state["model_name"], config)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"{checkpoint}: weights do not fit model {state['model_name']!r} ({first[:160]})") from None
+    return model.to(device).eval(), state
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    data_path: str,
+    split: EvalSplit,
+    eval: EvalConfig,
+    device: str = "auto",
+    seed: int = 0,
+    model_factory: ModelFactory | None = None,
+    dataset_factory: DatasetFactory | None = None,
+) -> dict[str, Any]:
+    """Score one split; returns one `splits` entry of metrics.json (see docs/metrics.md)."""
+    if split.frames < 2:
+        raise ConfigError(f"eval split {split.data}/{split.split}: frames must be >= 2, found {split.frames}")
+    if eval.samples < 1 or eval.particles < 1 or eval.batch_size < 1:
+        raise ConfigError(f"eval: samples, particles and batch_size must be >= 1, found "
+                          f"{eval.samples}, {eval.particles}, {eval.batch_size}")
+    dev = resolve_device(device)
+    checkpoint = Path(checkpoint)
+    state_meta = ckpt.load_checkpoint(checkpoint)  # fail on a bad checkpoint before reading data
+    crop = int(state_meta.get("model_config", {}).get("image_size", 50))
+    dataset: Dataset = (dataset_factory or default_dataset_factory)(data_path, split.split, split.frames, crop)
+    if split.sequences is not None and split.sequences < len(dataset):  # type: ignore[arg-type]
+        dataset = Subset(dataset, range(split.sequences))
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise ConfigError(f"{data_path}: split {split.split!r} has no sequences to evaluate")
+    model, state = load_model(checkpoint, dev, model_factory)
+    std = float(model.config.output_std)
+    max_objects = split.max_objects or int(model.config.max_objects)
+    T, S = split.frames, eval.samples
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    sample_gens = [torch.Generator(device=dev).manual_seed(derive_seed(seed, 10, s)) for s in range(S)]
+    bound_gen = torch.Generator(device=dev).manual_seed(derive_seed(seed, 11))
+    data_sum = np.zeros(S)
+    rel_sum = np.zeros(S)
+    with_collision = 0
+    bounds: list[Tensor] = []
+    correct, counted = 0, 0
+    loader = DataLoader(dataset, batch_size=eval.batch_size, shuffle=False, collate_fn=_collate,
+                        generator=torch.Generator().manual_seed(derive_seed(seed, 12)))  # no global RNG draw
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["features"].to(dev)  # [B, T, 1, H, W]
+            groups, collisions = batch["groups"].to(dev), batch["collisions"].to(dev)
+            x_in = x.clone()
+            x_in[:, T - 1] = 0.0  # frame T is never shown to the model
+            for s in range(S):
+                gen = model.generate(x_in, n_observed=T - 1, max_objects=max_objects, generator=sample_gens[s])
+                frames_T = gen.frames[:, T - 1]  # [B, 1, H, W]
+                data_sum[s] += float(data_log_likelihood(x[:, T - 1], frames_T, std).double().sum())
+                rel, has = relational_log_likelihood(x[:, T - 1], frames_T, groups[:, T - 1], collisions[:, T - 1], std)
+                rel_sum[s] += float(rel.double().sum())
+                if s == 0:
+                    with_collision += int(has.sum())
+            out = model(x, eval.particles, generator=bound_gen, max_objects=max_objects)
+            bounds.append(out.iwae_bound.detach().double().cpu())  # [B]
+            ok = count_correct(out.num_present, groups)  # [B, T]
+            correct += int(ok.sum())
+            counted += ok.numel()
+    seconds = time.perf_counter() - t0
+    data_ps, rel_ps = data_sum / n, rel_sum / n  # per_sample[s] = mean over sequences
+    bound = torch.cat(bounds)
+    d_mean, d_std = mean_std_over(data_ps)
+    r_mean, r_std = mean_std_over(rel_ps)
+    return {
+        "data": str(data_path),
+        "split": split.split,
+        "max_objects": int(max_objects),
+        "frames": int(T),
+        "sequences": int(n),
+        "samples": int(S),
+        "data_ll": {"mean": d_mean, "std": d_std, "per_sample": [float(v) for v in data_ps]},
+        "relational_ll": {"mean": r_mean, "std": r_std, "per_sample": [float(v) for v in rel_ps]},
+        "sequences_with_collision": int(with_collision),
+        "iwae_bound": {"mean": float(bound.mean()), "std": float(bound.std(unbiased=False))},
+        "count_accuracy": correct / max(counted, 1),
+        "eval_sequences_per_s": n / seconds if seconds > 0 else 0.0,
+        "peak_memory_mb": peak_memory_mb(dev),
+        "checkpoint_iteration": int(state["iteration"]),
+        "eval_seed": int(seed),
+    }
+
+
+# ----------------------------------------------------------------------------- metrics.json
+TOP_KEYS = ["model", "paper_name", "seed", "suite", "config_hash", "checkpoint_iteration", "parameters",
+            "device", "torch_version", "train"]
+TRAIN_KEYS = ["iterations", "seconds", "sequences_per_s", "peak_memory_mb", "best_validation_bound"]
+SPLIT_KEYS = ["data", "split", "max_objects", "frames", "sequences", "samples", "data_ll", "relational_ll",
+              "sequences_with_collision", "iwae_bound", "count_accuracy", "eval_sequences_per_s", "peak_memory_mb"]
+
+
+def validate_metrics(metrics: dict[str, Any]) -> None:
+    """Raise ValueError naming the first missing key of the metrics.json schema."""
+    def need(d: Any, keys: list[str], where: str) -> None:
+        if not isinstance(d, dict):
+            raise ValueError(f"metrics.json: {where} must be a mapping")
+        for k in keys:
+            if k not in d:
+                raise ValueError(f"metrics.json: missing key {where}{k}")
+
+    need(metrics, TOP_KEYS + ["splits"], "")
+    need(metrics["parameters"], ["total", "relation"], "parameters.")
+    need(metrics["train"], TRAIN_KEYS, "train.")
+    for name, entry in metrics["splits"].items():
+        need(entry, SPLIT_KEYS, f"splits.{name}.")
+        for metric in ("data_ll", "relational_ll"):
+            need(entry[metric], ["mean", "std", "per_sample"], f"splits.{name}.{metric}.")
+            if len(entry[metric]["per_sample"]) != entry["samples"]:
+                raise ValueError(f"metrics.json: splits.{name}.{metric}.per_sample has "
+                                 f"{len(entry[metric]['per_sample'])} values, expected samples={entry['samples']}")
+        need(entry["iwae_bound"], ["mean", "std"], f"splits.{name}.iwae_bound.")
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def write_metrics(path: Path, job_info: dict[str, Any], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Validate against the schema and write metrics.json atomically; returns what was written."""
+    metrics = {**job_info, "splits": splits}
+    validate_metrics(metrics)
+    metrics = _finite_or_none(metrics)
+    ckpt.atomic_write_text(Path(path), json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    return metrics
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return "cpu"
+
+
+def job_info_from_checkpoint(checkpoint: Path, suite: str = "", device: str = "auto") -> dict[str, Any]:
+    """The job-level part of metrics.json from a checkpoint written by train_job."""
+    state = ckpt.load_checkpoint(checkpoint)
+    name = state["model_name"]
+    try:
+        from rsqair_bench.registry import paper_name
+
+        paper = paper_name(name)
+    except Exception:  # registry absent or unknown model (e.g. a test fake): fall back to our name
+        paper = name
+    stats = dict(state.get("train_stats") or {})
+    for k in TRAIN_KEYS:
+        stats.setdefault(k, None)
+    return {
+        "model": name, "paper_name": paper, "seed": state.get("seed"), "suite": suite,
+        "config_hash": state.get("config_hash", ""), "checkpoint_iteration": int(state["iteration"]),
+        "parameters": dict(state.get("parameters") or {"total": None, "relation": None}),
+        "device": device_description(resolve_device(device)), "torch_version": torch.__version__,
+        "train": stats,
+    }
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint file (best.pt or checkpoint.pt)")
+    parser.add_argument("--data", required=True, help="HDF5 data file")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--max-objects", type=int, default=None, help="object slots (default: training value)")
+    parser.add_argument("--samples", type=int, default=5, help="sampled last frames (paper: 5)")
+    parser.add_argument("--particles", type=int, default=5, help="IWAE particles (paper: 5)")
+    parser.add_argument("--frames", type=int, default=10, help="T: frames 1..T-1 inferred, frame T sampled")
+    parser.add_argument("--sequences", type=int, default=None, help="evaluate only the first N sequences")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--suite", default="", help="suite name recorded in metrics.json")
+    parser.add_argument("--out", default=None, help="write a full metrics.json here")
+
+
+def command(args: argparse.Namespace) -> int:
+    split = EvalSplit(data=args.data, split=args.split, max_objects=args.max_objects, frames=args.frames,
+                      sequences=args.sequences)
+    cfg = EvalConfig(samples=args.samples, particles=args.particles, batch_size=args.batch_size)
+    result = evaluate_checkpoint(Path(args.checkpoint), args.data, split, cfg, device=args.device, seed=args.seed)
+    if args.out:
+        key = f"{Path(args.data).stem}/{args.split}"
+        info = job_info_from_checkpoint(Path(args.checkpoint), suite=args.suite, device=args.device)
+        write_metrics(Path(args.out), info, {key: result})
+    print(json.dumps(_finite_or_none(result), indent=2))
+    return 0
