@@ -1,0 +1,413 @@
+"""`report RESULTS_DIR`: the paper's tables and figures from metrics.json files alone.
+
+Reads only `metrics.json` (plus, when present beside them, `train_log.csv` for training
+curves and `rollout.npz` for the Figure 3 style rollouts), so tables can be regenerated
+without rerunning anything. Writes RESULTS_DIR/report/:
+
+- table.{md,csv,tex}: rows = models (paper names); columns = data LL and relational LL per
+  split as mean ± std over all seeds x samples values (the per_sample lists concatenated
+  across seeds), and the number of seeds finished. A split some seeds lack says so
+  ("(3/5 seeds)"); a split no seed has is "—". Nothing is averaged away silently.
+- per_seed.{md,csv}: each seed's means, and the spread of seed means per model.
+- throughput.{md,csv}: train/eval sequences/s, peak memory, parameters, device.
+- figures/: fig4_ll (bars with error bars), training_curves, fig3_rollouts; PNG and PDF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rsqair_bench.errors import DataError
+from rsqair_bench.io import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MAIN_SPLITS = ["balls4/test", "balls678/test"]
+METRICS = {"data_ll": "data LL", "relational_ll": "relational LL"}
+MODEL_ORDER = ["sqair", "sqair+in", "sqair+rmc"]  # the paper's rows first, then the rest alphabetically
+MISSING = "—"
+
+# The R-SQAIR paper's numbers (shared/reference/REFERENCE.md), by our model name.
+PAPER: dict[str, dict[tuple[str, str], float]] = {
+    "sqair": {("balls4/test", "data_ll"): 399.5, ("balls4/test", "relational_ll"): 0.21, ("balls678/test", "relational_ll"): -164.1},
+    "sqair+in": {("balls4/test", "data_ll"): 429.2, ("balls4/test", "relational_ll"): 1.95, ("balls678/test", "relational_ll"): -96.7},
+    "sqair+rmc": {("balls4/test", "data_ll"): 457.32, ("balls4/test", "relational_ll"): 3.62, ("balls678/test", "relational_ll"): -97.0},
+}
+
+
+# ----------------------------------------------------------------------------- I/O
+def _save_figure(fig: Any, stem: Path) -> list[Path]:
+    written = []
+    for ext in ("png", "pdf"):
+        path = stem.with_suffix(f".{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
+        written.append(path)
+    return written
+
+
+def collect_metrics(results_dir: Path) -> list[dict[str, Any]]:
+    """Every metrics.json under results_dir (not under report/), each with `_dir` = its job directory."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise DataError(f"{results_dir}: no such results directory")
+    found = []
+    for path in sorted(results_dir.rglob("metrics.json")):
+        if "report" in path.relative_to(results_dir).parts:
+            continue
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"{path}: not a readable metrics.json ({err})") from None
+        for key in ("model", "seed", "splits"):
+            if key not in metrics:
+                raise DataError(f"{path}: missing key {key!r} (expected the metrics.json schema)")
+        metrics["_dir"] = path.parent
+        found.append(metrics)
+    return found
+
+
+def _ordered_models(runs: list[dict]) -> list[str]:
+    models = {r["model"] for r in runs}
+    return [m for m in MODEL_ORDER if m in models] + sorted(models - set(MODEL_ORDER))
+
+
+def _ordered_splits(runs: list[dict]) -> list[str]:
+    found = {s for r in runs for s in r["splits"]}
+    return MAIN_SPLITS + sorted(found - set(MAIN_SPLITS))
+
+
+def _by_model(runs: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        grouped[r["model"]].append(r)
+    return grouped
+
+
+def _label(model: str, runs: list[dict]) -> str:
+    return runs[0].get("paper_name") or model
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def _fmt(mean: float, std: float | None = None) -> str:
+    if std is None:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def _values(runs: list[dict], split: str, metric: str) -> tuple[list[float], int]:
+    """All seeds x samples values of a metric on a split, and how many seeds contributed."""
+    values: list[float] = []
+    seeds = 0
+    for r in runs:
+        entry = r["splits"].get(split, {}).get(metric)
+        if entry is None:
+            continue
+        per_sample = entry.get("per_sample") or [entry["mean"]]
+        values.extend(float(v) for v in per_sample)
+        seeds += 1
+    return values, seeds
+
+
+# ----------------------------------------------------------------------------- tables
+def main_table(runs: list[dict], expected_seeds: int | None = None, compare_paper: bool = False) -> pd.DataFrame:
+    """The paper's table: one row per model; strings, so missing seeds/splits are explicit."""
+    grouped = _by_model(runs)
+    all_seeds = {r["seed"] for r in runs}
+    expected = expected_seeds or len(all_seeds)
+    splits = _ordered_splits(runs)
+    rows = []
+    for model in _ordered_models(runs):
+        mruns = grouped[model]
+        row: dict[str, str] = {"model": _label(model, mruns), "seeds": f"{len(mruns)}/{expected}"}
+        for split in splits:
+            for metric, name in METRICS.items():
+                values, seeds = _values(mruns, split, metric)
+                cell = MISSING
+                if values:
+                    cell = _fmt(*_mean_std(values))
+                    if seeds < expected:
+                        cell += f" ({seeds}/{expected} seeds)"
+                row[f"{name} {split}"] = cell
+                if compare_paper and any((split, metric) in p for p in PAPER.values()):
+                    paper = PAPER.get(model, {}).get((split, metric))
+                    row[f"paper {name} {split}"] = MISSING if paper is None else f"{paper:g}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def per_seed_tables(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each seed's means per split, and per model the spread (std, min, max) of the seed means."""
+    splits = _ordered_splits(runs)
+    grouped = _by_model(runs)
+    rows, spread = [], []
+    for model in _ordered_models(runs):
+        for r in grouped[model]:
+            row: dict[str, Any] = {"model": _label(model, grouped[model]), "seed": r["seed"]}
+            for split in splits:
+                s = r["splits"].get(split)
+                for metric, name in METRICS.items():
+                    row[f"{name} {split}"] = _fmt(s[metric]["mean"]) if s and metric in s else MISSING
+                row[f"IWAE bound {split}"] = _fmt(s["iwae_bound"]["mean"]) if s and "iwae_bound" in s else MISSING
+                row[f"count acc. {split}"] = f"{s['count_accuracy']:.3f}" if s and "count_accuracy" in s else MISSING
+            rows.append(row)
+        for split in splits:
+            for metric, name in METRICS.items():
+                means = [r["splits"][split][metric]["mean"] for r in grouped[model] if metric in r["splits"].get(split, {})]
+                if not means:
+                    continue
+                spread.append({
+                    "model": _label(model, grouped[model]), "split": split, "metric": name, "seeds": len(means),
+                    "mean of seed means": _fmt(float(np.mean(means))),
+                    "std of seed means": _fmt(float(np.std(means, ddof=1)) if len(means) > 1 else 0.0),
+                    "min": _fmt(min(means)), "max": _fmt(max(means)),
+                })
+    return pd.DataFrame(rows).set_index(["model", "seed"]), pd.DataFrame(spread)
+
+
+def throughput_table(runs: list[dict]) -> pd.DataFrame:
+    grouped = _by_model(runs)
+    rows = []
+    for model in _ordered_models(runs):
+        mruns = grouped[model]
+        train_sps = [r["train"]["sequences_per_s"] for r in mruns if (r.get("train") or {}).get("sequences_per_s") is not None]
+        train_mem = [r["train"]["peak_memory_mb"] for r in mruns if (r.get("train") or {}).get("peak_memory_mb") is not None]
+        eval_sps = [s["eval_sequences_per_s"] for r in mruns for s in r["splits"].values() if s.get("eval_sequences_per_s") is not None]
+        eval_mem = [s["peak_memory_mb"] for r in mruns for s in r["splits"].values() if s.get("peak_memory_mb") is not None]
+        params = mruns[0].get("parameters") or {}
+        rows.append({
+            "model": _label(model, mruns),
+            "runs": len(mruns),
+            "train seq/s": _fmt(*_mean_std(train_sps)) if train_sps else MISSING,
+            "eval seq/s": _fmt(*_mean_std(eval_sps)) if eval_sps else MISSING,
+            "train peak MB": f"{max(train_mem):.0f}" if train_mem else MISSING,
+            "eval peak MB": f"{max(eval_mem):.0f}" if eval_mem else MISSING,
+            "params total": f"{params['total']:,}" if "total" in params else MISSING,
+            "params relation": f"{params['relation']:,}" if "relation" in params else MISSING,
+            "device": ", ".join(sorted({str(r.get("device", "?")) for r in mruns})),
+            "torch": ", ".join(sorted({str(r.get("torch_version", "?")) for r in mruns})),
+        })
+    return pd.DataFrame(rows).set_index("model")
+
+
+def _latex_escape(text: str) -> str:
+    out = str(text).replace("\\", r"\textbackslash{}")
+    for ch in "&%$#_{}":
+        out = out.replace(ch, "\\" + ch)
+    return out.replace("±", r"$\pm$").replace(MISSING, "--")
+
+
+def to_latex(table: pd.DataFrame, caption: str) -> str:
+    """A booktabs tabular, built by hand so no LaTeX/Jinja dependency is needed."""
+    header = [table.index.name or ""] + list(table.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * len(table.columns) + "}", r"\toprule",
+             " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    for idx, row in table.iterrows():
+        lines.append(" & ".join(_latex_escape(v) for v in [idx, *row.tolist()]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- figures
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_ll_bars(runs: list[dict], stem: Path, compare_paper: bool = False) -> list[Path]:
+    """Figure 4 style: per split, bars of data LL and relational LL with std error bars."""
+    plt = _plt()
+    splits = [s for s in _ordered_splits(runs) if any(s in r["splits"] for r in runs)]
+    models = _ordered_models(runs)
+    grouped = _by_model(runs)
+    labels = [_label(m, grouped[m]) for m in models]
+    fig, axes = plt.subplots(len(METRICS), len(splits), figsize=(3.2 * len(splits) + 1, 6), squeeze=False)
+    colors = plt.get_cmap("tab10")(np.arange(len(models)) % 10)
+    for col, split in enumerate(splits):
+        for row, (metric, name) in enumerate(METRICS.items()):
+            ax = axes[row][col]
+            means, stds = [], []
+            for m in models:
+                values, _ = _values(grouped[m], split, metric)
+                mean, std = _mean_std(values) if values else (math.nan, 0.0)
+                means.append(mean)
+                stds.append(std)
+            x = np.arange(len(models))
+            ax.bar(x, means, yerr=stds, color=colors, capsize=3)
+            for i, mean in enumerate(means):
+                if math.isnan(mean):  # no run has this split: say so rather than show an empty slot
+                    ax.text(i, 0.0, "n/a", ha="center", va="bottom", fontsize=8, color="0.4")
+            if compare_paper:
+                for i, m in enumerate(models):
+                    paper = PAPER.get(m, {}).get((split, metric))
+                    if paper is not None:
+                        ax.plot(i, paper, "k*", markersize=9, label="paper" if i == 0 else None)
+            ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+            ax.set_title(f"{name}, {split}", fontsize=9)
+            ax.axhline(0.0, color="0.5", linewidth=0.5)
+    fig.tight_layout()
+    written = _save_figure(fig, stem)
+    plt.close(fig)
+    return written
+
+
+def figure_training_curves(runs: list[dict], stem: Path) -> list[Path]:
+    """Loss/bound columns of train_log.csv per model (one line per seed); nothing if no logs."""
+    logs: dict[str, list[pd.DataFrame]] = defaultdict(list)
+    grouped = _by_model(runs)
+    for model in _ordered_models(runs):
+        for r in grouped[model]:
+            path = Path(r["_dir"]) / "train_log.csv"
+            if path.is_file():
+                try:
+                    logs[model].append(pd.read_csv(path))
+                except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
+                    log.warning("%s: skipped (%s)", path, err)
+    frames = [df for dfs in logs.values() for df in dfs]
+    if not frames:
+        return []
+    xcol = "iteration" if "iteration" in frames[0].columns else frames[0].columns[0]
+    ycols = [c for c in frames[0].columns if c != xcol and any(w in c.lower() for w in ("loss", "bound"))
+             and pd.api.types.is_numeric_dtype(frames[0][c])]
+    if not ycols:
+        return []
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(ycols), figsize=(4.5 * len(ycols), 3.5), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for j, ycol in enumerate(ycols):
+        ax = axes[0][j]
+        for i, (model, dfs) in enumerate(logs.items()):
+            for k, df in enumerate(dfs):
+                if ycol in df and xcol in df:
+                    d = df[[xcol, ycol]].dropna()
+                    ax.plot(d[xcol], d[ycol], color=colors(i % 10), alpha=0.8, linewidth=1,
+                            label=_label(model, grouped[model]) if k == 0 else None)
+        ax.set_xlabel(xcol)
+        ax.set_title(ycol, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    written = _save_figure(fig, stem)
+    plt.close(fig)
+    return written
+
+
+def figure_rollouts(runs: list[dict], stem: Path, max_rows: int = 8) -> list[Path]:
+    """Figure 3 style: frames with colored boxes per object; frames from n_observed on are sampled."""
+    grouped = _by_model(runs)
+    items = []
+    for model in _ordered_models(runs):
+        for r in grouped[model]:
+            for path in sorted(Path(r["_dir"]).glob("rollout*.npz")):
+                items.append((f"{_label(model, grouped[model])} s{r['seed']} {path.stem}", path))
+                break  # one rollout file per job
+        # keep going: every model gets a row when it has one
+    items = items[:max_rows]
+    if not items:
+        return []
+    loaded = []
+    for title, path in items:
+        try:
+            with np.load(path) as z:
+                loaded.append((title, z["frames"], z["boxes"], z["pres"], int(z["n_observed"])))
+        except (OSError, KeyError, ValueError) as err:
+            log.warning("%s: skipped rollout (%s)", path, err)
+    if not loaded:
+        return []
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    steps = max(f.shape[0] for _, f, *_ in loaded)
+    fig, axes = plt.subplots(len(loaded), steps, figsize=(1.2 * steps, 1.35 * len(loaded) + 0.3), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for row, (title, frames, boxes, pres, n_obs) in enumerate(loaded):  # [T,H,W], [T,K,4], [T,K]
+        for t in range(steps):
+            ax = axes[row][t]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if t >= frames.shape[0]:
+                ax.axis("off")
+                continue
+            ax.imshow(frames[t], cmap="gray", vmin=0.0, vmax=1.0)
+            for k in range(boxes.shape[1]):
+                if pres[t, k] > 0.5:
+                    x0, y0, x1, y1 = boxes[t, k]
+                    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colors(k % 10), linewidth=1))
+            if t >= n_obs:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("red")
+                    spine.set_linewidth(1.5)
+            if row == 0:
+                ax.set_title(f"t={t + 1}" + (" (sampled)" if t >= n_obs else ""), fontsize=6)
+        axes[row][0].set_ylabel(title, fontsize=6, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    written = _save_figure(fig, stem)
+    plt.close(fig)
+    return written
+
+
+# ----------------------------------------------------------------------------- the report
+def write_report(results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False) -> list[Path]:
+    """Write tables and figures into results_dir/report/; returns the files written."""
+    results_dir = Path(results_dir)
+    runs = collect_metrics(results_dir)
+    if not runs:
+        raise DataError(f"{results_dir}: no metrics.json files found (run the suite first)")
+    out = results_dir / "report"
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def put(name: str, text: str) -> None:
+        atomic_write_text(out / name, text)
+        written.append(out / name)
+
+    table = main_table(runs, expected_seeds, compare_paper)
+    caption = "Log-likelihood of the sampled last frame (nats, mean ± std over seeds × samples)"
+    put("table.md", f"# {caption}\n\n" + table.to_markdown(disable_numparse=True) + "\n")
+    put("table.csv", table.to_csv())
+    put("table.tex", to_latex(table, caption))
+    seeds, spread = per_seed_tables(runs)
+    put("per_seed.md", "# Per seed (mean over samples)\n\n" + seeds.reset_index().to_markdown(index=False, disable_numparse=True) + "\n\n# Spread of seed means\n\n"
+        + (spread.to_markdown(index=False, disable_numparse=True) if len(spread) else MISSING) + "\n")
+    put("per_seed.csv", seeds.to_csv())
+    put("spread.csv", spread.to_csv(index=False))
+    through = throughput_table(runs)
+    put("throughput.md", "# Throughput\n\n" + through.to_markdown(disable_numparse=True) + "\n")
+    put("throughput.csv", through.to_csv())
+
+    written += figure_ll_bars(runs, figs / "fig4_ll", compare_paper)
+    written += figure_training_curves(runs, figs / "training_curves")
+    written += figure_rollouts(runs, figs / "fig3_rollouts")
+    return written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results_dir", help="a suite's results directory, e.g. results/quick")
+    parser.add_argument("--compare-paper", action="store_true", help="add the R-SQAIR paper's numbers beside ours")
+    parser.add_argument("--expected-seeds", type=int, default=None,
+                        help="seeds each model should have (default: every seed found for any model)")
+
+
+def command(args: argparse.Namespace) -> int:
+    written = write_report(args.results_dir, args.expected_seeds, args.compare_paper)
+    out = Path(args.results_dir) / "report"
+    print((out / "table.md").read_text())
+    print(f"tables in {out}; figures in {out / 'figures'} ({sum(p.suffix == '.png' for p in written)} figures)")
+    return 0

@@ -1,0 +1,193 @@
+"""Suite-level checks and the expansion of a suite into jobs (model x seed).
+
+`config.py` already rejects unknown keys and wrong types; the checks here need the whole
+suite at once (a seed listed twice, an eval split naming a data set the suite does not
+define, a model no relation provides). Each error is one line: the suite file, the key
+path, what was found and what was expected, e.g. `suites/x.yaml: seeds[2]: duplicated seed 1`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+from rsqair_bench.config import DataSetConfig, EvalConfig, JobConfig, SuiteConfig
+from rsqair_bench.errors import ConfigError, RegistryError
+
+log = logging.getLogger(__name__)
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_MODEL = re.compile(r"^sqair(\+[A-Za-z0-9_.-]+)?$")
+_DATA_SUFFIXES = (".h5", ".hdf5")
+
+
+@dataclass
+class Job:
+    """One (model, seed) unit of work; self-contained and picklable so any executor can run it."""
+
+    suite: str
+    model: str
+    seed: int
+    config: JobConfig
+    directory: Path  # results/<suite>/<model>/seed<k>
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data_paths: dict[str, str] = field(default_factory=dict)  # data set name -> .h5 path
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/seed{self.seed}"
+
+    def split_data_path(self, split_data: str) -> str:
+        """An EvalSplit's `data` is a data set name of the suite or a path to an .h5 file."""
+        return self.data_paths.get(split_data, split_data)
+
+
+def _registered_models(suite: SuiteConfig) -> list[str] | None:
+    """Model names the registry knows after loading the suite's plugins; None while the registry is unavailable."""
+    try:
+        from rsqair_bench import registry
+    except ImportError as err:  # registry not written yet (or broken): fall back to a syntax check
+        log.debug("registry unavailable (%s); checking model names by syntax only", err)
+        return None
+    load_plugins = getattr(registry, "load_plugins", None)
+    model_names = getattr(registry, "model_names", None)
+    if model_names is None:
+        return None
+    if suite.plugins and load_plugins is not None:
+        load_plugins(list(suite.plugins))
+    return list(model_names())
+
+
+def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
+    """Semantic checks on a parsed suite; raises ConfigError naming `path` and the key. Returns the suite."""
+    where = f"{path}:"
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{where} {key}: {message}")
+
+    if not _NAME.match(suite.name):
+        fail("name", f"expected a directory-safe name (letters, digits, _ . + -), found {suite.name!r}")
+
+    # models
+    if not suite.models:
+        fail("models", "expected at least one model, found an empty list")
+    seen_models: dict[str, int] = {}
+    for i, model in enumerate(suite.models):
+        if model in seen_models:
+            fail(f"models[{i}]", f"duplicated model {model!r} (also models[{seen_models[model]}])")
+        seen_models[model] = i
+        if not _MODEL.match(model):
+            fail(f"models[{i}]", f"unknown model {model!r} (expected 'sqair' or 'sqair+<relation>')")
+    try:
+        known = _registered_models(suite)
+    except RegistryError as err:
+        fail("plugins", str(err))
+    if known is not None:
+        for i, model in enumerate(suite.models):
+            if model not in known:
+                fail(f"models[{i}]", f"unknown model {model!r} (known: {', '.join(sorted(known))})")
+
+    # seeds
+    if not suite.seeds:
+        fail("seeds", "expected at least one seed, found an empty list")
+    seen_seeds: set[int] = set()
+    for i, seed in enumerate(suite.seeds):
+        if seed < 0:
+            fail(f"seeds[{i}]", f"expected a non-negative seed, found {seed}")
+        if seed in seen_seeds:
+            fail(f"seeds[{i}]", f"duplicated seed {seed}")
+        seen_seeds.add(seed)
+
+    # data sets
+    if not suite.data:
+        fail("data", "expected at least one data set, found none")
+    for name, ds in suite.data.items():
+        _check_dataset(name, ds, fail)
+    if suite.train_data not in suite.data:
+        fail("train_data", f"unknown data set {suite.train_data!r} (defined in data: {', '.join(suite.data)})")
+    train_ds = suite.data[suite.train_data]
+    for split in ("training", "validation"):
+        if split not in train_ds.splits:
+            fail(f"data.{suite.train_data}.splits", f"training data needs a {split!r} split, found {sorted(train_ds.splits)}")
+    if suite.train.curriculum_max > train_ds.frames:
+        fail("train.curriculum_max", f"{suite.train.curriculum_max} frames but data.{suite.train_data} has {train_ds.frames}")
+
+    # evaluation
+    if suite.eval.samples < 1:
+        fail("eval.samples", f"expected >= 1, found {suite.eval.samples}")
+    for key, sp in suite.eval.splits.items():
+        k = f"eval.splits.{key}"
+        if sp.data in suite.data:
+            ds = suite.data[sp.data]
+            if sp.split not in ds.splits:
+                fail(f"{k}.split", f"data set {sp.data!r} has no split {sp.split!r} (has: {', '.join(ds.splits)})")
+            if sp.frames > ds.frames:
+                fail(f"{k}.frames", f"{sp.frames} frames but data.{sp.data} has {ds.frames}")
+        elif not sp.data.endswith(_DATA_SUFFIXES):
+            fail(f"{k}.data", f"unknown data set {sp.data!r} (expected one of {', '.join(suite.data)} or an .h5 path)")
+        if sp.frames < 2:
+            fail(f"{k}.frames", f"expected >= 2 (observed frames + a sampled last frame), found {sp.frames}")
+        if sp.max_objects is not None and sp.max_objects < 1:
+            fail(f"{k}.max_objects", f"expected >= 1, found {sp.max_objects}")
+
+    # where and how to run
+    if ".." in PurePath(suite.results).parts:
+        fail("results", f"path {suite.results!r} escapes with '..' (expected a directory inside the project or an absolute path)")
+    if suite.workers < 1:
+        fail("workers", f"expected >= 1, found {suite.workers}")
+    if not _DEVICE.match(suite.device):
+        fail("device", f"expected auto, cpu, mps, cuda or cuda:N, found {suite.device!r}")
+    if suite.ray.num_cpus_per_job <= 0:
+        fail("ray.num_cpus_per_job", f"expected > 0, found {suite.ray.num_cpus_per_job}")
+    if suite.ray.num_gpus_per_job < 0:
+        fail("ray.num_gpus_per_job", f"expected >= 0, found {suite.ray.num_gpus_per_job}")
+    return suite
+
+
+def _check_dataset(name: str, ds: DataSetConfig, fail) -> None:  # noqa: ANN001 - fail is the local closure
+    k = f"data.{name}"
+    if "/" in name or name in (".", ".."):
+        fail(k, f"data set names must not contain '/', found {name!r}")
+    if ds.balls not in ("4", "6-8"):
+        fail(f"{k}.balls", f"expected '4' or '6-8', found {ds.balls!r}")
+    if ds.frames < 2:
+        fail(f"{k}.frames", f"expected >= 2, found {ds.frames}")
+    if not ds.splits:
+        fail(f"{k}.splits", "expected at least one split, found none")
+    for split, n in ds.splits.items():
+        if n < 1:
+            fail(f"{k}.splits.{split}", f"expected >= 1 sequences, found {n}")
+
+
+def expand_jobs(suite: SuiteConfig) -> list[Job]:
+    """Model x seed jobs in suite order, each with its resolved JobConfig and directory."""
+    data_paths = {name: ds.path for name, ds in suite.data.items()}
+    root = Path(suite.results) / suite.name
+    jobs = []
+    for model in suite.models:
+        for seed in suite.seeds:
+            config = JobConfig(
+                model=model,
+                seed=seed,
+                train_data=data_paths[suite.train_data],
+                device=suite.device,
+                model_config=copy.deepcopy(suite.model_config),
+                train=copy.deepcopy(suite.train),
+                plugins=list(suite.plugins),
+            )
+            jobs.append(
+                Job(
+                    suite=suite.name,
+                    model=model,
+                    seed=seed,
+                    config=config,
+                    directory=root / model / f"seed{seed}",
+                    eval=copy.deepcopy(suite.eval),
+                    data_paths=dict(data_paths),
+                )
+            )
+    return jobs

@@ -1,0 +1,131 @@
+"""Suite validation: every bad input is one ConfigError line naming the file and the key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rsqair_bench.cli import main
+from rsqair_bench.config import SuiteConfig, load_config
+from rsqair_bench.errors import ConfigError
+from rsqair_bench.suite import expand_jobs, validate_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "name": "tiny",
+    "models": ["sqair"],
+    "seeds": [0, 1],
+    "data": {
+        "balls4": {"path": "data/b4.h5", "frames": 12, "splits": {"training": 10, "validation": 5, "test": 5}},
+        "balls678": {"path": "data/b678.h5", "balls": "6-8", "frames": 12, "splits": {"test": 5}},
+    },
+    "train": {"curriculum_max": 10},
+    "eval": {"splits": {"balls4/test": {"data": "balls4"}, "balls678/test": {"data": "balls678", "max_objects": 8}}},
+}
+
+
+def _load(tmp_path: Path, **changes) -> SuiteConfig:
+    doc = yaml.safe_load(yaml.safe_dump(BASE))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = doc
+        for p in parents:
+            node = node[p]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return validate_suite(load_config(SuiteConfig, path), path)
+
+
+_DELETE = object()
+
+
+def _error(tmp_path: Path, **changes) -> str:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, **changes)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(tmp_path / "suite.yaml") + ":")
+    return message
+
+
+def test_base_suite_is_valid(tmp_path: Path) -> None:
+    suite = _load(tmp_path)
+    assert suite.models == ["sqair"] and suite.seeds == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"models": _DELETE}, "models: missing required key"),
+        ({"seeds": "0,1"}, "seeds: expected a list, found str"),
+        ({"train__batch_size": "x"}, "train.batch_size: expected int, found str 'x'"),
+        ({"models": ["sqair", "foo"]}, "models[1]: unknown model 'foo'"),
+        ({"models": ["sqair", "sqair"]}, "models[1]: duplicated model 'sqair'"),
+        ({"seeds": [0, -3]}, "seeds[1]: expected a non-negative seed, found -3"),
+        ({"seeds": [0, 1, 1]}, "seeds[2]: duplicated seed 1"),
+        ({"results": "../elsewhere"}, "results: path '../elsewhere' escapes with '..'"),
+        ({"results": "out/../../x"}, "results: path 'out/../../x' escapes"),
+        ({"executor": "slurm"}, "executor: expected 'local' or 'ray', found str 'slurm'"),
+        ({"workers": 0}, "workers: expected >= 1, found 0"),
+        ({"train_data": "balls5"}, "train_data: unknown data set 'balls5'"),
+        ({"eval__splits__balls4/test__data": "nope"}, "eval.splits.balls4/test.data: unknown data set 'nope'"),
+        ({"eval__splits__balls4/test__frames": 20}, "eval.splits.balls4/test.frames: 20 frames but data.balls4 has 12"),
+        ({"eval__splits__balls678/test__split": "training"}, "eval.splits.balls678/test.split: data set 'balls678' has no split"),
+        ({"device": "gpu"}, "device: expected auto, cpu, mps, cuda or cuda:N, found 'gpu'"),
+        ({"data__balls4__balls": "5"}, "data.balls4.balls: expected '4' or '6-8'"),
+        ({"extra": 1}, "unknown key 'extra'"),
+    ],
+)
+def test_bad_suite_is_one_line_with_key_path(tmp_path: Path, changes: dict, expected: str) -> None:
+    assert expected in _error(tmp_path, **changes)
+
+
+def test_unknown_relation_model_when_registry_available(tmp_path: Path) -> None:
+    registry = pytest.importorskip("rsqair_bench.registry", reason="registry not built yet")
+    if not hasattr(registry, "model_names"):
+        pytest.skip("registry has no model_names yet")
+    assert "models[1]: unknown model 'sqair+nope'" in _error(tmp_path, models=["sqair", "sqair+nope"])
+
+
+def test_expand_jobs_model_by_seed(tmp_path: Path) -> None:
+    suite = _load(tmp_path, seeds=[3, 1])
+    jobs = expand_jobs(suite)
+    assert [j.name for j in jobs] == ["sqair/seed3", "sqair/seed1"]
+    assert jobs[0].directory == Path("results/tiny/sqair/seed3")
+    assert jobs[0].config.train_data == "data/b4.h5" and jobs[0].config.seed == 3
+    assert jobs[1].split_data_path("balls678") == "data/b678.h5"
+    assert jobs[0].config.train is not jobs[1].config.train  # each job owns its config
+
+
+@pytest.mark.parametrize("name", ["generalization", "quick"])
+def test_shipped_suites_validate(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(ROOT / "suites" / f"{name}.yaml")]) == 0
+    assert ": ok (" in capsys.readouterr().out
+
+
+def test_generalization_dry_run_lists_five_seeds_per_model(capsys: pytest.CaptureFixture[str]) -> None:
+    path = ROOT / "suites" / "generalization.yaml"
+    assert main(["run", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    suite = load_config(SuiteConfig, path)
+    assert len(suite.models) >= 5 and {"sqair", "sqair+in", "sqair+rmc"} <= set(suite.models)
+    for model in suite.models:
+        listed = [line for line in out.splitlines() if line.strip().startswith(f"{model}/seed")]
+        assert len(listed) == 5, (model, listed)
+    assert "results/generalization/sqair+in/seed4" in out
+
+
+def test_cli_prints_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = dict(BASE, seeds=[0, 0])
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {path}: seeds[1]: duplicated seed 0"
