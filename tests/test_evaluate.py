@@ -81,8 +81,9 @@ def test_values_follow_the_definitions(trained: tuple[Path, Path]) -> None:
     model.load_state_dict(load_checkpoint(ckpt)["model"])
     model.eval()
     with torch.no_grad():
-        g = torch.Generator().manual_seed(derive_seed(0, 10, 0))  # sample 0's stream
-        frames = model.generate(x, n_observed=5, generator=g).frames[:, 5]
+        g = torch.Generator().manual_seed(derive_seed(0, 10))  # the samples' stream
+        # evaluate batches the 3 samples: row b*3 + s is sample s of sequence b
+        frames = model.generate(x.repeat_interleave(3, 0), n_observed=5, generator=g).frames[0::3, 5]
     expected = float(data_log_likelihood(x[:, 5], frames, 0.3).double().mean())
     assert entry["data_ll"]["per_sample"][0] == pytest.approx(expected, rel=1e-6)
     # fake model predicts 2 objects everywhere: accuracy = share of frames with exactly 2 visible balls
