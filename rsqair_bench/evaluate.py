@@ -115,6 +115,22 @@ def load_model(
     return model.to(device).eval(), state
 
 
+def save_rollout(path: Path, truth: Tensor, gen: Any, n_observed: int) -> None:
+    """Row 0 of a Generation as plain arrays: truth/frames [T, H, W], boxes [T, K, 4], pres/ids [T, K]."""
+    from rsqair_bench.io import atomic_path
+
+    arrays = {
+        "truth": truth.cpu().numpy(),
+        "frames": gen.frames[0, :, 0].clamp(0, 1).cpu().numpy(),
+        "boxes": gen.boxes[0].cpu().numpy(),
+        "pres": gen.pres[0].cpu().numpy(),
+        "ids": gen.ids[0].cpu().numpy(),
+        "n_observed": np.array(n_observed),
+    }
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     data_path: str,
@@ -124,8 +140,13 @@ def evaluate_checkpoint(
     seed: int = 0,
     model_factory: ModelFactory | None = None,
     dataset_factory: DatasetFactory | None = None,
+    rollout_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Score one split; returns one `splits` entry of metrics.json (see docs/metrics.md)."""
+    """Score one split; returns one `splits` entry of metrics.json (see docs/metrics.md).
+
+    With `rollout_path`, also saves the first sequence's first sample (inferred frames, then the
+    frame sampled from the prior, with boxes and object ids) for the report's Figure 3.
+    """
     if split.frames < 2:
         raise ConfigError(f"eval split {split.data}/{split.split}: frames must be >= 2, found {split.frames}")
     if eval.samples < 1 or eval.particles < 1 or eval.batch_size < 1:
@@ -167,6 +188,8 @@ def evaluate_checkpoint(
             # All S samples in one batched call: row b*S + s is sample s of sequence b.
             gen = model.generate(x_in.repeat_interleave(S, 0), n_observed=T - 1, max_objects=max_objects,
                                  generator=sample_gen)
+            if rollout_path is not None and not bounds:  # first batch
+                save_rollout(rollout_path, x[0, :, 0], gen, n_observed=T - 1)
             frames_T = gen.frames[:, T - 1]  # [B*S, 1, H, W]
             target = x[:, T - 1].repeat_interleave(S, 0)
             data_ll = data_log_likelihood(target, frames_T, std).double().view(-1, S)  # [B, S]

@@ -325,7 +325,8 @@ def figure_rollouts(runs: list[dict], stem: Path, max_rows: int = 8) -> list[Pat
     for title, path in items:
         try:
             with np.load(path) as z:
-                loaded.append((title, z["frames"], z["boxes"], z["pres"], int(z["n_observed"])))
+                ids = z["ids"] if "ids" in z else np.broadcast_to(np.arange(z["pres"].shape[1]), z["pres"].shape)
+                loaded.append((title, z["frames"], z["boxes"], z["pres"], ids, int(z["n_observed"])))
         except (OSError, KeyError, ValueError) as err:
             log.warning("%s: skipped rollout (%s)", path, err)
     if not loaded:
@@ -336,7 +337,7 @@ def figure_rollouts(runs: list[dict], stem: Path, max_rows: int = 8) -> list[Pat
     steps = max(f.shape[0] for _, f, *_ in loaded)
     fig, axes = plt.subplots(len(loaded), steps, figsize=(1.2 * steps, 1.35 * len(loaded) + 0.3), squeeze=False)
     colors = plt.get_cmap("tab10")
-    for row, (title, frames, boxes, pres, n_obs) in enumerate(loaded):  # [T,H,W], [T,K,4], [T,K]
+    for row, (title, frames, boxes, pres, ids, n_obs) in enumerate(loaded):  # [T,H,W], [T,K,4], [T,K], [T,K]
         for t in range(steps):
             ax = axes[row][t]
             ax.set_xticks([])
@@ -348,7 +349,8 @@ def figure_rollouts(runs: list[dict], stem: Path, max_rows: int = 8) -> list[Pat
             for k in range(boxes.shape[1]):
                 if pres[t, k] > 0.5:
                     x0, y0, x1, y1 = boxes[t, k]
-                    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colors(k % 10), linewidth=1))
+                    color = colors(int(ids[t, k]) % 10)  # one color per object identity across frames
+                    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1))
             if t >= n_obs:
                 for spine in ax.spines.values():
                     spine.set_edgecolor("red")

@@ -84,7 +84,8 @@ def _default_train(job: JobConfig, out_dir: Path, progress: bool = True) -> Any:
 def _default_eval(checkpoint: Path, data_path: str, split: EvalSplit, eval: EvalConfig, device: str = "auto", seed: int = 0) -> dict:
     from rsqair_bench.evaluate import evaluate_checkpoint
 
-    return evaluate_checkpoint(checkpoint, data_path, split, eval, device=device, seed=seed)
+    rollout = checkpoint.parent / f"rollout_{split.data}_{split.split}.npz"  # for the report's Figure 3
+    return evaluate_checkpoint(checkpoint, data_path, split, eval, device=device, seed=seed, rollout_path=rollout)
 
 
 def _default_metrics(job: Job, train_result: Any, splits: dict[str, dict], path: Path) -> dict:

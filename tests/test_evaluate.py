@@ -131,3 +131,18 @@ def test_eval_cli_writes_metrics(trained: tuple[Path, Path], tmp_path: Path, mon
     validate_metrics(metrics)
     assert metrics["splits"]["balls/test"]["max_objects"] == 6
     assert json.loads(capsys.readouterr().out)["samples"] == 2
+
+
+def test_rollout_for_figure_3_is_saved(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, ckpt = trained
+    path = tmp_path / "rollout.npz"
+    evaluate_checkpoint(ckpt, str(data), EvalSplit(data="balls", frames=6, max_objects=3),
+                        EvalConfig(samples=2, particles=2, batch_size=4), device="cpu",
+                        model_factory=fake_factory(), dataset_factory=FakeBallsDataset, rollout_path=path)
+    import numpy as np
+
+    with np.load(path) as z:
+        assert z["frames"].shape == z["truth"].shape == (6, 50, 50)
+        assert z["boxes"].shape == (6, 3, 4) and z["pres"].shape == z["ids"].shape == (6, 3)
+        assert int(z["n_observed"]) == 5
+        assert z["truth"][5].sum() > 0  # the true last frame is kept for comparison, not the blanked input
