@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import torch
 
 from rsqair_bench.config import ModelConfig, SuiteConfig, load_config
+from rsqair_bench.device import device_description, peak_memory_mb, resolve_device
 from rsqair_bench.io import atomic_write_text
 
 
@@ -66,19 +65,6 @@ class _Timer:
             self.seconds = self.start_event.elapsed_time(self.end_event) / 1000.0
         else:
             self.seconds = time.perf_counter() - self.start
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated CUDA memory on GPU; on CPU the process's peak resident set (whole process)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def synthetic_frames(s: BenchSettings, size: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
@@ -160,13 +146,7 @@ def bench_data_generation(sequences: int, frames: int = 51, size: int = 64, ball
         seconds = time.perf_counter() - start
     return {"balls": balls, "sequences": sequences, "frames": frames, "size": size, "seconds": seconds,
             "sequences_per_s": sequences / seconds,
-            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+            "peak_memory_mb": peak_memory_mb(torch.device("cpu"))}
 
 
 def format_table(rows: list[ModelBench]) -> str:
@@ -224,7 +204,7 @@ def command(args: argparse.Namespace) -> int:
     data = bench_data_generation(args.data_sequences) if args.data_sequences > 0 else None
     rows = [bench_model(name, config, settings, device) for name in models]
     result = {
-        "device": device_name(device),
+        "device": device_description(device),
         "torch_version": torch.__version__,
         "settings": asdict(settings) | {"max_objects": config.max_objects, "z_what": config.z_what},
         "models": [asdict(r) for r in rows],

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ import torch
 
 from rsqair_bench.config import to_dict
 from rsqair_bench.errors import CheckpointError
+from rsqair_bench.io import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -77,45 +76,11 @@ def restore_global_rng(state: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- save / load
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write via `write(fileobj)` into a temp file in the same directory, fsync, then os.replace.
-
-    A reader (or a crash at any instant) sees either the old file or the complete new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(Path(path), lambda fh: fh.write(text.encode()))
-
-
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Atomically write a checkpoint dict (see module docstring)."""
     state = dict(state)
     state.setdefault("format", FORMAT_VERSION)
-    atomic_write_bytes(Path(path), lambda fh: torch.save(state, fh))
+    atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -25,15 +25,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench.config import EvalConfig, EvalSplit, ModelConfig, parse_dataclass
+from rsqair_bench.device import device_description, peak_memory_mb, resolve_device
 from rsqair_bench.errors import CheckpointError, ConfigError
+from rsqair_bench.io import atomic_write, atomic_write_text
 from rsqair_bench.train import (
     DatasetFactory,
     ModelFactory,
     default_dataset_factory,
     default_model_factory,
     derive_seed,
-    peak_memory_mb,
-    resolve_device,
 )
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -117,8 +117,6 @@ def load_model(
 
 def save_rollout(path: Path, truth: Tensor, gen: Any, n_observed: int) -> None:
     """Row 0 of a Generation as plain arrays: truth/frames [T, H, W], boxes [T, K, 4], pres/ids [T, K]."""
-    from rsqair_bench.io import atomic_path
-
     arrays = {
         "truth": truth.cpu().numpy(),
         "frames": gen.frames[0, :, 0].clamp(0, 1).cpu().numpy(),
@@ -127,8 +125,7 @@ def save_rollout(path: Path, truth: Tensor, gen: Any, n_observed: int) -> None:
         "ids": gen.ids[0].cpu().numpy(),
         "n_observed": np.array(n_observed),
     }
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def evaluate_checkpoint(
@@ -273,14 +270,8 @@ def write_metrics(path: Path, job_info: dict[str, Any], splits: dict[str, dict[s
     metrics = {**job_info, "splits": splits}
     validate_metrics(metrics)
     metrics = _finite_or_none(metrics)
-    ckpt.atomic_write_text(Path(path), json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(Path(path), json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     return metrics
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return "cpu"
 
 
 def job_info_from_checkpoint(checkpoint: Path, suite: str = "", device: str = "auto") -> dict[str, Any]:

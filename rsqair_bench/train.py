@@ -31,7 +31,6 @@ import dataclasses
 import logging
 import math
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,7 +44,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench.config import JobConfig, ModelConfig, TrainConfig, dump_yaml, load_config, to_dict
+from rsqair_bench.device import peak_memory_mb, resolve_device
 from rsqair_bench.errors import ConfigError, DataError, TrainingDiverged
+from rsqair_bench.io import atomic_write_text
+from rsqair_bench.registry import count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -108,29 +110,6 @@ class EarlyStopping:
 
 
 # ----------------------------------------------------------------------------- devices and memory
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when present, else cpu; an unavailable cuda request is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, found {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} requested but CUDA is not available (use auto or cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, found {name!r}")
-    return device
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by torch on cuda; peak resident set size of this process on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
 def progress_enabled(progress: bool) -> bool:
     return progress and sys.stderr.isatty() and not os.environ.get("CI")
 
@@ -172,12 +151,6 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
             "momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format),
         }
     return optimizer
-
-
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    relation = getattr(model, "relation", None)
-    rel = sum(p.numel() for p in relation.parameters()) if isinstance(relation, nn.Module) else 0
-    return {"total": sum(p.numel() for p in model.parameters()), "relation": rel}
 
 
 # ----------------------------------------------------------------------------- data windows
@@ -320,7 +293,7 @@ def _trim_log(path: Path, keep_through: int) -> None:
                 except ValueError:
                     continue
     lines = [",".join(LOG_COLUMNS)] + [",".join(r) for r in rows]
-    ckpt.atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _tensorboard(out_dir: Path) -> Any:
@@ -379,7 +352,8 @@ def train_job(
     stopper = EarlyStopping(cfg.early_stop_patience)
     model_cfg_hash = ckpt.config_hash(job.model_config)
     jhash = job_hash(job)
-    params = count_parameters(model)
+    relation = getattr(model, "relation", None)
+    params = {"total": count_parameters(model), "relation": count_parameters(relation) if relation is not None else 0}
 
     iteration, nan_skips, elapsed, step_seconds, peak_mb, finished, stopped_early = 0, 0, 0.0, 0.0, 0.0, False, False
     window = {"loss": 0.0, "bound": 0.0, "count": 0}
@@ -420,7 +394,7 @@ def train_job(
 
     # from here on out_dir is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_text(out_dir / "config.yaml", dump_yaml(job))
+    atomic_write_text(out_dir / "config.yaml", dump_yaml(job))
     _trim_log(log_path, iteration)
 
     def snapshot(kind: str) -> dict[str, Any]:

@@ -174,7 +174,3 @@ def gather_slots(x: Tensor, index: Tensor) -> Tensor:
     """x [N, S, ...], index [N, K] -> [N, K, ...]."""
     shape = index.shape + (1,) * (x.dim() - 2)
     return x.gather(1, index.view(shape).expand(*index.shape, *x.shape[2:]))
-
-
-def log_mean_exp(x: Tensor, dim: int) -> Tensor:
-    return torch.logsumexp(x, dim) - math.log(x.shape[dim])

@@ -72,15 +72,7 @@ def extract_glimpse(images: Tensor, where: Tensor, size: tuple[int, int]) -> Ten
     images [..., C, H, W], where [..., 4] (same leading dims) -> glimpses [..., C, h, w].
     Outside the image the glimpse reads zeros (empty background).
     """
-    _check_where(where)
-    lead = images.shape[:-3]
-    if where.shape[:-1] != lead:
-        raise ValueError(f"images leading dims {tuple(lead)} do not match where leading dims {tuple(where.shape[:-1])}")
-    c, hgt, wid = images.shape[-3:]
-    flat_img = images.reshape(-1, c, hgt, wid)  # [N, C, H, W]
-    flat_where = where.reshape(-1, 4)  # [N, 4]
-    out = _sample(flat_img, _extract_theta(flat_where), size)  # [N, C, h, w]
-    return out.reshape(*lead, c, int(size[0]), int(size[1]))
+    return _warp(images, where, _extract_theta, size, "images")
 
 
 def render_glimpse(glimpses: Tensor, where: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -89,15 +81,18 @@ def render_glimpse(glimpses: Tensor, where: Tensor, image_size: tuple[int, int])
     glimpses [..., C, h, w], where [..., 4] -> canvases [..., C, H, W]; zero outside the box.
     This is the inverse of `extract_glimpse` (up to resampling blur).
     """
+    return _warp(glimpses, where, _render_theta, image_size, "glimpses")
+
+
+def _warp(src: Tensor, where: Tensor, theta_fn, out_size: tuple[int, int], name: str) -> Tensor:
+    """Flatten leading dims, resample `src` [..., C, h, w] with theta_fn(where), restore leading dims."""
     _check_where(where)
-    lead = glimpses.shape[:-3]
+    lead = src.shape[:-3]
     if where.shape[:-1] != lead:
-        raise ValueError(f"glimpses leading dims {tuple(lead)} do not match where leading dims {tuple(where.shape[:-1])}")
-    c, gh, gw = glimpses.shape[-3:]
-    flat_g = glimpses.reshape(-1, c, gh, gw)  # [N, C, h, w]
-    flat_where = where.reshape(-1, 4)  # [N, 4]
-    out = _sample(flat_g, _render_theta(flat_where), image_size)  # [N, C, H, W]
-    return out.reshape(*lead, c, int(image_size[0]), int(image_size[1]))
+        raise ValueError(f"{name} leading dims {tuple(lead)} do not match where leading dims {tuple(where.shape[:-1])}")
+    c, h, w = src.shape[-3:]
+    out = _sample(src.reshape(-1, c, h, w), theta_fn(where.reshape(-1, 4)), out_size)  # [N, C, *out_size]
+    return out.reshape(*lead, c, int(out_size[0]), int(out_size[1]))
 
 
 def where_to_boxes(where: Tensor, image_size: tuple[int, int]) -> Tensor:
