@@ -311,13 +311,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--suite", default="", help="suite name recorded in metrics.json")
     parser.add_argument("--out", default=None, help="write a full metrics.json here")
+    parser.add_argument("--rollout", default=None, metavar="NPZ",
+                        help="also save the first sequence's frames, boxes and ids (draw with `report --rollout`)")
 
 
 def command(args: argparse.Namespace) -> int:
     split = EvalSplit(data=args.data, split=args.split, max_objects=args.max_objects, frames=args.frames,
                       sequences=args.sequences)
     cfg = EvalConfig(samples=args.samples, particles=args.particles, batch_size=args.batch_size)
-    result = evaluate_checkpoint(Path(args.checkpoint), args.data, split, cfg, device=args.device, seed=args.seed)
+    result = evaluate_checkpoint(Path(args.checkpoint), args.data, split, cfg, device=args.device, seed=args.seed,
+                                 rollout_path=Path(args.rollout) if args.rollout else None)
     if args.out:
         key = f"{Path(args.data).stem}/{args.split}"
         info = job_info_from_checkpoint(Path(args.checkpoint), suite=args.suite, device=args.device)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rsqair_bench.errors import DataError
+from rsqair_bench.errors import ConfigError, DataError
 from rsqair_bench.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ def figure_training_curves(runs: list[dict], stem: Path) -> list[Path]:
 
 
 def figure_rollouts(runs: list[dict], stem: Path, max_rows: int = 8) -> list[Path]:
-    """Figure 3 style: frames with colored boxes per object; frames from n_observed on are sampled."""
+    """Figure 3 style, one rollout per job (the first `rollout*.npz` in its directory)."""
     grouped = _by_model(runs)
     items = []
     for model in _ordered_models(runs):
@@ -317,27 +317,33 @@ def figure_rollouts(runs: list[dict], stem: Path, max_rows: int = 8) -> list[Pat
             for path in sorted(Path(r["_dir"]).glob("rollout*.npz")):
                 items.append((f"{_label(model, grouped[model])} s{r['seed']} {path.stem}", path))
                 break  # one rollout file per job
-        # keep going: every model gets a row when it has one
-    items = items[:max_rows]
-    if not items:
-        return []
-    loaded = []
+    return draw_rollouts(items[:max_rows], stem)
+
+
+def draw_rollouts(items: list[tuple[str, Path]], stem: Path) -> list[Path]:
+    """Frames with a colored box per object (one color per object id); frames from n_observed on
+    are sampled from the propagation prior (red frame). A `truth` array, when present, is drawn
+    as a row above the model's frames."""
+    rows = []
     for title, path in items:
         try:
             with np.load(path) as z:
-                ids = z["ids"] if "ids" in z else np.broadcast_to(np.arange(z["pres"].shape[1]), z["pres"].shape)
-                loaded.append((title, z["frames"], z["boxes"], z["pres"], ids, int(z["n_observed"])))
+                pres = z["pres"]
+                ids = z["ids"] if "ids" in z else np.broadcast_to(np.arange(pres.shape[1]), pres.shape)
+                if "truth" in z:
+                    rows.append((f"{title} data", z["truth"], None, None, None, int(z["n_observed"])))
+                rows.append((title, z["frames"], z["boxes"], pres, ids, int(z["n_observed"])))
         except (OSError, KeyError, ValueError) as err:
             log.warning("%s: skipped rollout (%s)", path, err)
-    if not loaded:
+    if not rows:
         return []
     plt = _plt()
     from matplotlib.patches import Rectangle
 
-    steps = max(f.shape[0] for _, f, *_ in loaded)
-    fig, axes = plt.subplots(len(loaded), steps, figsize=(1.2 * steps, 1.35 * len(loaded) + 0.3), squeeze=False)
+    steps = max(frames.shape[0] for _, frames, *_ in rows)
+    fig, axes = plt.subplots(len(rows), steps, figsize=(1.2 * steps, 1.35 * len(rows) + 0.3), squeeze=False)
     colors = plt.get_cmap("tab10")
-    for row, (title, frames, boxes, pres, ids, n_obs) in enumerate(loaded):  # [T,H,W], [T,K,4], [T,K], [T,K]
+    for row, (title, frames, boxes, pres, ids, n_obs) in enumerate(rows):  # [T,H,W], [T,K,4], [T,K], [T,K]
         for t in range(steps):
             ax = axes[row][t]
             ax.set_xticks([])
@@ -346,12 +352,12 @@ def figure_rollouts(runs: list[dict], stem: Path, max_rows: int = 8) -> list[Pat
                 ax.axis("off")
                 continue
             ax.imshow(frames[t], cmap="gray", vmin=0.0, vmax=1.0)
-            for k in range(boxes.shape[1]):
+            for k in range(0 if boxes is None else boxes.shape[1]):
                 if pres[t, k] > 0.5:
                     x0, y0, x1, y1 = boxes[t, k]
                     color = colors(int(ids[t, k]) % 10)  # one color per object identity across frames
                     ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1))
-            if t >= n_obs:
+            if t >= n_obs and boxes is not None:
                 for spine in ax.spines.values():
                     spine.set_edgecolor("red")
                     spine.set_linewidth(1.5)
@@ -401,13 +407,26 @@ def write_report(results_dir: str | Path, expected_seeds: int | None = None, com
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results_dir", help="a suite's results directory, e.g. results/quick")
+    parser.add_argument("results_dir", nargs="?", help="a suite's results directory, e.g. results/quick")
+    parser.add_argument("--rollout", metavar="NPZ", help="instead: draw one rollout file (from `eval --rollout`)")
+    parser.add_argument("--out", metavar="STEM", help="with --rollout: output path without extension")
     parser.add_argument("--compare-paper", action="store_true", help="add the R-SQAIR paper's numbers beside ours")
     parser.add_argument("--expected-seeds", type=int, default=None,
                         help="seeds each model should have (default: every seed found for any model)")
 
 
 def command(args: argparse.Namespace) -> int:
+    if args.rollout:
+        path = Path(args.rollout)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such rollout file")
+        written = draw_rollouts([(path.stem, path)], Path(args.out or path.with_suffix("")))
+        if not written:
+            raise ConfigError(f"{path}: not a rollout file (expected frames, boxes, pres, n_observed arrays)")
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
+    if not args.results_dir:
+        raise ConfigError("report: give a RESULTS_DIR (or --rollout NPZ)")
     written = write_report(args.results_dir, args.expected_seeds, args.compare_paper)
     out = Path(args.results_dir) / "report"
     print((out / "table.md").read_text())

@@ -110,3 +110,18 @@ def test_files_figures_and_compare_paper(results: Path, capsys: pytest.CaptureFi
 def test_no_metrics_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no metrics.json files found"):
         write_report(tmp_path)
+
+
+def test_report_draws_a_single_rollout_file(tmp_path, capsys):
+    import numpy as np
+
+    from rsqair_bench.cli import main
+
+    t, k = 4, 3
+    path = tmp_path / "roll.npz"
+    np.savez(path, truth=np.zeros((t, 50, 50)), frames=np.zeros((t, 50, 50)), boxes=np.ones((t, k, 4)),
+             pres=np.ones((t, k)), ids=np.tile(np.arange(k), (t, 1)), n_observed=np.array(t - 1))
+    assert main(["report", "--rollout", str(path), "--out", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
+    assert main(["report", "--rollout", str(tmp_path / "missing.npz")]) == 1
+    assert "missing.npz: no such rollout file" in capsys.readouterr().err
