@@ -22,9 +22,10 @@ import importlib.util
 import inspect
 import pkgutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 

@@ -38,9 +38,21 @@ MISSING = "—"
 
 # The R-SQAIR paper's numbers (shared/reference/REFERENCE.md), by our model name.
 PAPER: dict[str, dict[tuple[str, str], float]] = {
-    "sqair": {("balls4/test", "data_ll"): 399.5, ("balls4/test", "relational_ll"): 0.21, ("balls678/test", "relational_ll"): -164.1},
-    "sqair+in": {("balls4/test", "data_ll"): 429.2, ("balls4/test", "relational_ll"): 1.95, ("balls678/test", "relational_ll"): -96.7},
-    "sqair+rmc": {("balls4/test", "data_ll"): 457.32, ("balls4/test", "relational_ll"): 3.62, ("balls678/test", "relational_ll"): -97.0},
+    "sqair": {
+        ("balls4/test", "data_ll"): 399.5,
+        ("balls4/test", "relational_ll"): 0.21,
+        ("balls678/test", "relational_ll"): -164.1,
+    },
+    "sqair+in": {
+        ("balls4/test", "data_ll"): 429.2,
+        ("balls4/test", "relational_ll"): 1.95,
+        ("balls678/test", "relational_ll"): -96.7,
+    },
+    "sqair+rmc": {
+        ("balls4/test", "data_ll"): 457.32,
+        ("balls4/test", "relational_ll"): 3.62,
+        ("balls678/test", "relational_ll"): -97.0,
+    },
 }
 
 
@@ -169,12 +181,18 @@ def per_seed_tables(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 means = [r["splits"][split][metric]["mean"] for r in grouped[model] if metric in r["splits"].get(split, {})]
                 if not means:
                     continue
-                spread.append({
-                    "model": _label(model, grouped[model]), "split": split, "metric": name, "seeds": len(means),
-                    "mean of seed means": _fmt(float(np.mean(means))),
-                    "std of seed means": _fmt(float(np.std(means, ddof=1)) if len(means) > 1 else 0.0),
-                    "min": _fmt(min(means)), "max": _fmt(max(means)),
-                })
+                spread.append(
+                    {
+                        "model": _label(model, grouped[model]),
+                        "split": split,
+                        "metric": name,
+                        "seeds": len(means),
+                        "mean of seed means": _fmt(float(np.mean(means))),
+                        "std of seed means": _fmt(float(np.std(means, ddof=1)) if len(means) > 1 else 0.0),
+                        "min": _fmt(min(means)),
+                        "max": _fmt(max(means)),
+                    }
+                )
     return pd.DataFrame(rows).set_index(["model", "seed"]), pd.DataFrame(spread)
 
 
@@ -185,21 +203,25 @@ def throughput_table(runs: list[dict]) -> pd.DataFrame:
         mruns = grouped[model]
         train_sps = [r["train"]["sequences_per_s"] for r in mruns if (r.get("train") or {}).get("sequences_per_s") is not None]
         train_mem = [r["train"]["peak_memory_mb"] for r in mruns if (r.get("train") or {}).get("peak_memory_mb") is not None]
-        eval_sps = [s["eval_sequences_per_s"] for r in mruns for s in r["splits"].values() if s.get("eval_sequences_per_s") is not None]
+        eval_sps = [
+            s["eval_sequences_per_s"] for r in mruns for s in r["splits"].values() if s.get("eval_sequences_per_s") is not None
+        ]
         eval_mem = [s["peak_memory_mb"] for r in mruns for s in r["splits"].values() if s.get("peak_memory_mb") is not None]
         params = mruns[0].get("parameters") or {}
-        rows.append({
-            "model": _label(model, mruns),
-            "runs": len(mruns),
-            "train seq/s": _fmt(*_mean_std(train_sps)) if train_sps else MISSING,
-            "eval seq/s": _fmt(*_mean_std(eval_sps)) if eval_sps else MISSING,
-            "train peak MB": f"{max(train_mem):.0f}" if train_mem else MISSING,
-            "eval peak MB": f"{max(eval_mem):.0f}" if eval_mem else MISSING,
-            "params total": f"{params['total']:,}" if "total" in params else MISSING,
-            "params relation": f"{params['relation']:,}" if "relation" in params else MISSING,
-            "device": ", ".join(sorted({str(r.get("device", "?")) for r in mruns})),
-            "torch": ", ".join(sorted({str(r.get("torch_version", "?")) for r in mruns})),
-        })
+        rows.append(
+            {
+                "model": _label(model, mruns),
+                "runs": len(mruns),
+                "train seq/s": _fmt(*_mean_std(train_sps)) if train_sps else MISSING,
+                "eval seq/s": _fmt(*_mean_std(eval_sps)) if eval_sps else MISSING,
+                "train peak MB": f"{max(train_mem):.0f}" if train_mem else MISSING,
+                "eval peak MB": f"{max(eval_mem):.0f}" if eval_mem else MISSING,
+                "params total": f"{params['total']:,}" if "total" in params else MISSING,
+                "params relation": f"{params['relation']:,}" if "relation" in params else MISSING,
+                "device": ", ".join(sorted({str(r.get("device", "?")) for r in mruns})),
+                "torch": ", ".join(sorted({str(r.get("torch_version", "?")) for r in mruns})),
+            }
+        )
     return pd.DataFrame(rows).set_index("model")
 
 
@@ -213,8 +235,15 @@ def _latex_escape(text: str) -> str:
 def to_latex(table: pd.DataFrame, caption: str) -> str:
     """A booktabs tabular, built by hand so no LaTeX/Jinja dependency is needed."""
     header = [table.index.name or ""] + list(table.columns)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * len(table.columns) + "}", r"\toprule",
-             " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\begin{tabular}{l" + "r" * len(table.columns) + "}",
+        r"\toprule",
+        " & ".join(_latex_escape(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
     for idx, row in table.iterrows():
         lines.append(" & ".join(_latex_escape(v) for v in [idx, *row.tolist()]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}", r"\end{table}", ""]
@@ -284,8 +313,11 @@ def figure_training_curves(runs: list[dict], stem: Path) -> list[Path]:
     if not frames:
         return []
     xcol = "iteration" if "iteration" in frames[0].columns else frames[0].columns[0]
-    ycols = [c for c in frames[0].columns if c != xcol and any(w in c.lower() for w in ("loss", "bound"))
-             and pd.api.types.is_numeric_dtype(frames[0][c])]
+    ycols = [
+        c
+        for c in frames[0].columns
+        if c != xcol and any(w in c.lower() for w in ("loss", "bound")) and pd.api.types.is_numeric_dtype(frames[0][c])
+    ]
     if not ycols:
         return []
     plt = _plt()
@@ -297,8 +329,14 @@ def figure_training_curves(runs: list[dict], stem: Path) -> list[Path]:
             for k, df in enumerate(dfs):
                 if ycol in df and xcol in df:
                     d = df[[xcol, ycol]].dropna()
-                    ax.plot(d[xcol], d[ycol], color=colors(i % 10), alpha=0.8, linewidth=1,
-                            label=_label(model, grouped[model]) if k == 0 else None)
+                    ax.plot(
+                        d[xcol],
+                        d[ycol],
+                        color=colors(i % 10),
+                        alpha=0.8,
+                        linewidth=1,
+                        label=_label(model, grouped[model]) if k == 0 else None,
+                    )
         ax.set_xlabel(xcol)
         ax.set_title(ycol, fontsize=9)
         ax.legend(fontsize=7)
@@ -392,8 +430,14 @@ def write_report(results_dir: str | Path, expected_seeds: int | None = None, com
     put("table.csv", table.to_csv())
     put("table.tex", to_latex(table, caption))
     seeds, spread = per_seed_tables(runs)
-    put("per_seed.md", "# Per seed (mean over samples)\n\n" + seeds.reset_index().to_markdown(index=False, disable_numparse=True) + "\n\n# Spread of seed means\n\n"
-        + (spread.to_markdown(index=False, disable_numparse=True) if len(spread) else MISSING) + "\n")
+    put(
+        "per_seed.md",
+        "# Per seed (mean over samples)\n\n"
+        + seeds.reset_index().to_markdown(index=False, disable_numparse=True)
+        + "\n\n# Spread of seed means\n\n"
+        + (spread.to_markdown(index=False, disable_numparse=True) if len(spread) else MISSING)
+        + "\n",
+    )
     put("per_seed.csv", seeds.to_csv())
     put("spread.csv", spread.to_csv(index=False))
     through = throughput_table(runs)
@@ -411,8 +455,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollout", metavar="NPZ", help="instead: draw one rollout file (from `eval --rollout`)")
     parser.add_argument("--out", metavar="STEM", help="with --rollout: output path without extension")
     parser.add_argument("--compare-paper", action="store_true", help="add the R-SQAIR paper's numbers beside ours")
-    parser.add_argument("--expected-seeds", type=int, default=None,
-                        help="seeds each model should have (default: every seed found for any model)")
+    parser.add_argument(
+        "--expected-seeds", type=int, default=None, help="seeds each model should have (default: every seed found for any model)"
+    )
 
 
 def command(args: argparse.Namespace) -> int:

@@ -26,9 +26,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from rsqair_bench.config import DataSetConfig, EvalConfig, EvalSplit, JobConfig, SuiteConfig, dump_yaml, load_config
 from rsqair_bench.errors import ConfigError
@@ -81,7 +82,9 @@ def _default_train(job: JobConfig, out_dir: Path, progress: bool = True) -> Any:
     return train_job(job, out_dir, progress=progress)
 
 
-def _default_eval(checkpoint: Path, data_path: str, split: EvalSplit, eval: EvalConfig, device: str = "auto", seed: int = 0) -> dict:
+def _default_eval(
+    checkpoint: Path, data_path: str, split: EvalSplit, eval: EvalConfig, device: str = "auto", seed: int = 0
+) -> dict:
     from rsqair_bench.evaluate import evaluate_checkpoint
 
     rollout = checkpoint.parent / f"rollout_{split.data}_{split.split}.npz"  # for the report's Figure 3
@@ -162,8 +165,13 @@ def build_metrics(job: Job, train_result: Any, splits: dict[str, dict]) -> dict[
     }
 
 
-def execute_job(job: Job, progress: bool = False, train_fn: TrainFn | None = None, eval_fn: EvalFn | None = None,
-                metrics_fn: MetricsFn | None = None) -> JobOutcome:
+def execute_job(
+    job: Job,
+    progress: bool = False,
+    train_fn: TrainFn | None = None,
+    eval_fn: EvalFn | None = None,
+    metrics_fn: MetricsFn | None = None,
+) -> JobOutcome:
     """Train, evaluate best.pt on every eval split, write metrics.json, then DONE. Never raises."""
     import filelock
 
@@ -239,8 +247,9 @@ def _crashed(job: Job, err: BaseException) -> JobOutcome:
     return JobOutcome(job.name, "failed", str(job.directory), error=line)
 
 
-def run_local(jobs: list[Job], job_fn: Callable[[Job], JobOutcome], workers: int, threads: int | None,
-              on_done: Callable[[JobOutcome], None]) -> list[JobOutcome]:
+def run_local(
+    jobs: list[Job], job_fn: Callable[[Job], JobOutcome], workers: int, threads: int | None, on_done: Callable[[JobOutcome], None]
+) -> list[JobOutcome]:
     """workers == 1: in this process, one after another; else a spawn process pool."""
     outcomes = []
     if workers == 1:
@@ -249,8 +258,9 @@ def run_local(jobs: list[Job], job_fn: Callable[[Job], JobOutcome], workers: int
             on_done(outcomes[-1])
         return outcomes
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                                initargs=(threads, os.getpid())) as pool:
+    with cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, os.getpid())
+    ) as pool:
         futures = {pool.submit(job_fn, job): job for job in jobs}
         for fut in cf.as_completed(futures):
             try:
@@ -262,8 +272,13 @@ def run_local(jobs: list[Job], job_fn: Callable[[Job], JobOutcome], workers: int
     return outcomes
 
 
-def run_ray(jobs: list[Job], job_fn: Callable[[Job], JobOutcome], suite: SuiteConfig, threads: int | None,
-            on_done: Callable[[JobOutcome], None]) -> list[JobOutcome]:
+def run_ray(
+    jobs: list[Job],
+    job_fn: Callable[[Job], JobOutcome],
+    suite: SuiteConfig,
+    threads: int | None,
+    on_done: Callable[[JobOutcome], None],
+) -> list[JobOutcome]:
     """The same job function as Ray tasks, with per-job CPU/GPU resources from the suite."""
     try:
         import ray
@@ -350,8 +365,11 @@ def run_suite(
     results_dir = Path(suite.results) / suite.name
 
     if dry_run:
-        print(f"{len(jobs)} jobs ({len(suite.models)} models x {len(suite.seeds)} seeds), executor {executor}, "
-              f"workers {workers}, results in {results_dir}", file=out)
+        print(
+            f"{len(jobs)} jobs ({len(suite.models)} models x {len(suite.seeds)} seeds), executor {executor}, "
+            f"workers {workers}, results in {results_dir}",
+            file=out,
+        )
         for job in jobs:
             print(f"  {job.name:<28} {job_state(job):<8} -> {job.directory}", file=out)
         for name in _data_sets_used(suite):
@@ -370,12 +388,16 @@ def run_suite(
 
     todo = [j for j in jobs if not (j.directory / "DONE").exists()]
     skipped = [JobOutcome(j.name, "skipped", str(j.directory)) for j in jobs if (j.directory / "DONE").exists()]
-    print(f"{suite.name}: {len(jobs)} jobs, {len(skipped)} already done, {len(todo)} to run "
-          f"({executor}, {workers} worker{'s' if workers > 1 else ''})", file=out)
+    print(
+        f"{suite.name}: {len(jobs)} jobs, {len(skipped)} already done, {len(todo)} to run "
+        f"({executor}, {workers} worker{'s' if workers > 1 else ''})",
+        file=out,
+    )
 
     in_process = executor == "local" and workers == 1
-    job_fn = functools.partial(execute_job, progress=in_process and _progress_enabled(), train_fn=train_fn, eval_fn=eval_fn,
-                               metrics_fn=metrics_fn)
+    job_fn = functools.partial(
+        execute_job, progress=in_process and _progress_enabled(), train_fn=train_fn, eval_fn=eval_fn, metrics_fn=metrics_fn
+    )
     threads = suite.train.torch_threads or (max(1, (os.cpu_count() or 1) // workers) if not in_process else None)
 
     bar = None
@@ -391,7 +413,11 @@ def run_suite(
         if outcome.status == "done":
             msg += f" in {outcome.seconds:.0f}s"
         elif outcome.error:
-            msg += f" ({outcome.error}; see {Path(outcome.directory) / 'error.txt'})" if outcome.status == "failed" else f" ({outcome.error})"
+            msg += (
+                f" ({outcome.error}; see {Path(outcome.directory) / 'error.txt'})"
+                if outcome.status == "failed"
+                else f" ({outcome.error})"
+            )
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(f"last: {outcome.name} {outcome.status}")
@@ -411,8 +437,11 @@ def run_suite(
 
     failed = [o for o in summary.outcomes if o.status == "failed"]
     locked = [o for o in summary.outcomes if o.status == "locked"]
-    print(f"{suite.name}: {summary.count('done')} done, {len(skipped)} skipped (already done), "
-          f"{len(failed)} failed, {len(locked)} locked by another runner", file=out)
+    print(
+        f"{suite.name}: {summary.count('done')} done, {len(skipped)} skipped (already done), "
+        f"{len(failed)} failed, {len(locked)} locked by another runner",
+        file=out,
+    )
     for o in failed:
         print(f"  FAILED {o.name}: {o.error} (details: {Path(o.directory) / 'error.txt'}; rerun to retry)", file=out)
     for o in locked:
@@ -423,7 +452,8 @@ def run_suite(
 
         written = write_report(results_dir, expected_seeds=len(suite.seeds))
         summary.report_dir = results_dir / "report"
-        print(f"report: tables in {summary.report_dir} ({', '.join(p.name for p in written if p.parent == summary.report_dir and p.suffix != '.pdf')})", file=out)
+        tables = ", ".join(p.name for p in written if p.parent == summary.report_dir and p.suffix != ".pdf")
+        print(f"report: tables in {summary.report_dir} ({tables})", file=out)
         figs = summary.report_dir / "figures"
         if figs.is_dir():
             print(f"report: figures in {figs}", file=out)
@@ -443,4 +473,3 @@ def command(args: argparse.Namespace) -> int:
     suite = validate_suite(load_config(SuiteConfig, args.suite), args.suite)
     summary = run_suite(suite, workers=args.workers, executor=args.executor, dry_run=args.dry_run, report=not args.no_report)
     return summary.exit_code
-

@@ -24,22 +24,45 @@ PAPER_NAMES = {"sqair": "SQAIR", "sqair+in": "R-SQAIR(IN)", "sqair+rmc": "R-SQAI
 def _split(base: float, seed: int, samples: int = 3) -> dict:
     data = [base + seed + 0.5 * s for s in range(samples)]
     rel = [base / 100.0 - seed - 0.25 * s for s in range(samples)]
-    return {"data": "x.h5", "split": "test", "max_objects": 4, "frames": 10, "sequences": 20, "samples": samples,
-            "data_ll": {"mean": float(np.mean(data)), "std": float(np.std(data)), "per_sample": data},
-            "relational_ll": {"mean": float(np.mean(rel)), "std": float(np.std(rel)), "per_sample": rel},
-            "sequences_with_collision": 7, "iwae_bound": {"mean": -base, "std": 1.0}, "count_accuracy": 0.75,
-            "eval_sequences_per_s": 40.0 + seed, "peak_memory_mb": 12.0}
+    return {
+        "data": "x.h5",
+        "split": "test",
+        "max_objects": 4,
+        "frames": 10,
+        "sequences": 20,
+        "samples": samples,
+        "data_ll": {"mean": float(np.mean(data)), "std": float(np.std(data)), "per_sample": data},
+        "relational_ll": {"mean": float(np.mean(rel)), "std": float(np.std(rel)), "per_sample": rel},
+        "sequences_with_collision": 7,
+        "iwae_bound": {"mean": -base, "std": 1.0},
+        "count_accuracy": 0.75,
+        "eval_sequences_per_s": 40.0 + seed,
+        "peak_memory_mb": 12.0,
+    }
 
 
 def _write(root: Path, model: str, seed: int, splits: dict[str, float]) -> Path:
     d = root / model / f"seed{seed}"
     d.mkdir(parents=True)
-    metrics = {"model": model, "paper_name": PAPER_NAMES[model], "seed": seed, "suite": "fixture", "config_hash": "h",
-               "checkpoint_iteration": 100, "parameters": {"total": 1000 + len(model), "relation": 10 * len(model)},
-               "device": "cpu", "torch_version": "2.13.0",
-               "train": {"iterations": 100, "seconds": 10.0, "sequences_per_s": 20.0 + seed, "peak_memory_mb": 50.0,
-                         "best_validation_bound": -300.0},
-               "splits": {name: _split(base, seed) for name, base in splits.items()}}
+    metrics = {
+        "model": model,
+        "paper_name": PAPER_NAMES[model],
+        "seed": seed,
+        "suite": "fixture",
+        "config_hash": "h",
+        "checkpoint_iteration": 100,
+        "parameters": {"total": 1000 + len(model), "relation": 10 * len(model)},
+        "device": "cpu",
+        "torch_version": "2.13.0",
+        "train": {
+            "iterations": 100,
+            "seconds": 10.0,
+            "sequences_per_s": 20.0 + seed,
+            "peak_memory_mb": 50.0,
+            "best_validation_bound": -300.0,
+        },
+        "splits": {name: _split(base, seed) for name, base in splits.items()},
+    }
     (d / "metrics.json").write_text(json.dumps(metrics))
     return d
 
@@ -52,7 +75,9 @@ def results(tmp_path: Path) -> Path:
         _write(tmp_path, "sqair", seed, both)
         if seed < 2:
             _write(tmp_path, "sqair+in", seed, {"balls4/test": 430.0, "balls678/test": 320.0})
-        _write(tmp_path, "sqair+rmc", seed, {"balls4/test": 450.0} if seed == 2 else {"balls4/test": 450.0, "balls678/test": 330.0})
+        _write(
+            tmp_path, "sqair+rmc", seed, {"balls4/test": 450.0} if seed == 2 else {"balls4/test": 450.0, "balls678/test": 330.0}
+        )
         d = _write(tmp_path, "sqair+gru", seed, {"balls4/test": 410.0})
     (d / "train_log.csv").write_text("iteration,loss,validation_bound\n10,5.0,\n20,4.0,-300.0\n")
     frames = np.zeros((4, 50, 50), dtype=np.float32)
@@ -91,8 +116,16 @@ def test_mean_std_over_seeds_times_samples(results: Path) -> None:
 def test_files_figures_and_compare_paper(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(results), "--compare-paper", "--expected-seeds", "3"]) == 0
     report = results / "report"
-    for name in ["table.md", "table.csv", "table.tex", "per_seed.md", "per_seed.csv", "spread.csv",
-                 "throughput.md", "throughput.csv"]:
+    for name in [
+        "table.md",
+        "table.csv",
+        "table.tex",
+        "per_seed.md",
+        "per_seed.csv",
+        "spread.csv",
+        "throughput.md",
+        "throughput.csv",
+    ]:
         assert (report / name).stat().st_size > 0, name
     for stem in ["fig4_ll", "training_curves", "fig3_rollouts"]:
         for ext in ("png", "pdf"):
@@ -119,8 +152,15 @@ def test_report_draws_a_single_rollout_file(tmp_path, capsys):
 
     t, k = 4, 3
     path = tmp_path / "roll.npz"
-    np.savez(path, truth=np.zeros((t, 50, 50)), frames=np.zeros((t, 50, 50)), boxes=np.ones((t, k, 4)),
-             pres=np.ones((t, k)), ids=np.tile(np.arange(k), (t, 1)), n_observed=np.array(t - 1))
+    np.savez(
+        path,
+        truth=np.zeros((t, 50, 50)),
+        frames=np.zeros((t, 50, 50)),
+        boxes=np.ones((t, k, 4)),
+        pres=np.ones((t, k)),
+        ids=np.tile(np.arange(k), (t, 1)),
+        n_observed=np.array(t - 1),
+    )
     assert main(["report", "--rollout", str(path), "--out", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
     assert main(["report", "--rollout", str(tmp_path / "missing.npz")]) == 1

@@ -64,9 +64,7 @@ def test_curriculum_schedule_configurable() -> None:
 
 def test_learning_rate_decays_at_fractions() -> None:
     cfg = TrainConfig(max_iterations=100, lr_decay_at=[0.2, 0.5], lr_decay_factor=1 / 3)
-    assert [learning_rate_factor(i, cfg) for i in (0, 19, 20, 49, 50, 99)] == pytest.approx(
-        [1, 1, 1 / 3, 1 / 3, 1 / 9, 1 / 9]
-    )
+    assert [learning_rate_factor(i, cfg) for i in (0, 19, 20, 49, 50, 99)] == pytest.approx([1, 1, 1 / 3, 1 / 3, 1 / 9, 1 / 9])
 
 
 def test_early_stopping_on_scripted_curve() -> None:
@@ -213,7 +211,10 @@ def test_cli_diverged_exits_nonzero_with_one_line(data: Path, tmp_path: Path, mo
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "patch, message",
-    [({"train": {"bogus_key": 1}}, "unknown key 'bogus_key'"), ({"train": {"batch_size": "x"}}, "train.batch_size: expected int")],
+    [
+        ({"train": {"bogus_key": 1}}, "unknown key 'bogus_key'"),
+        ({"train": {"batch_size": "x"}}, "train.batch_size: expected int"),
+    ],
 )
 def test_bad_config_is_one_line_and_writes_nothing(data: Path, tmp_path: Path, capsys, patch, message) -> None:
     import yaml
@@ -251,9 +252,15 @@ def test_truncated_checkpoint_is_refused(data: Path, tmp_path: Path) -> None:
         run(job, tmp_path)
     assert "\n" not in str(err.value)
     with pytest.raises(CheckpointError, match="truncated"):
-        evaluate_checkpoint(path, str(data), __import__("rsqair_bench.config").config.EvalSplit(data="d"),
-                            __import__("rsqair_bench.config").config.EvalConfig(), device="cpu",
-                            model_factory=fake_factory(), dataset_factory=FakeBallsDataset)
+        evaluate_checkpoint(
+            path,
+            str(data),
+            __import__("rsqair_bench.config").config.EvalSplit(data="d"),
+            __import__("rsqair_bench.config").config.EvalConfig(),
+            device="cpu",
+            model_factory=fake_factory(),
+            dataset_factory=FakeBallsDataset,
+        )
     assert snapshot_files(tmp_path) == before
 
 

@@ -36,21 +36,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`data generate ...` and `data inspect FILE`."""
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
-    gen = sub.add_parser("generate", help="simulate and write a bouncing-balls HDF5 file",
-                         description="Simulate bouncing balls and write an HDF5 file in R-NEM's layout.")
+    gen = sub.add_parser(
+        "generate",
+        help="simulate and write a bouncing-balls HDF5 file",
+        description="Simulate bouncing balls and write an HDF5 file in R-NEM's layout.",
+    )
     gen.add_argument("--balls", required=True, help="balls per sequence: '4' or a range like '6-8'")
-    gen.add_argument("--sequences", default=None,
-                     help="total sequences (a fixed count splits 80/10/10 into training/validation/test; "
-                          "a range goes all to test); not needed with --splits")
+    gen.add_argument(
+        "--sequences",
+        default=None,
+        help="total sequences (a fixed count splits 80/10/10 into training/validation/test; "
+        "a range goes all to test); not needed with --splits",
+    )
     gen.add_argument("--frames", default="51", help="frames per sequence (default 51, as R-NEM)")
     gen.add_argument("--size", default="64", help="frame width and height in pixels (default 64)")
     gen.add_argument("--seed", default="0", help="seed; the file is a pure function of it (default 0)")
     gen.add_argument("--out", required=True, help="output .h5 path (its directory must exist)")
     gen.add_argument("--splits", default=None, help="explicit split sizes, e.g. training=800,validation=100,test=100")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ins = sub.add_parser("inspect", help="summarize an HDF5 data file and verify its checksums",
-                         description="Print per split: shapes, dtypes, sequences, frames, balls, "
-                                     "collision rate, checksum status.")
+    ins = sub.add_parser(
+        "inspect",
+        help="summarize an HDF5 data file and verify its checksums",
+        description="Print per split: shapes, dtypes, sequences, frames, balls, collision rate, checksum status.",
+    )
     ins.add_argument("file", help="an .h5 file (ours or R-NEM's)")
     ins.add_argument("--no-verify", action="store_true", help="skip recomputing checksums (fast on big files)")
 
@@ -91,10 +99,7 @@ def default_splits(balls: str, sequences: int) -> dict[str, int]:
     if lo != hi:
         return {"test": sequences}
     if sequences < 3:
-        raise ConfigError(
-            f"--sequences: found {sequences}, expected >= 3 to fill training/validation/test "
-            "(or pass --splits)"
-        )
+        raise ConfigError(f"--sequences: found {sequences}, expected >= 3 to fill training/validation/test (or pass --splits)")
     held = max(1, sequences // 10)
     return {"training": sequences - 2 * held, "validation": held, "test": held}
 
@@ -141,8 +146,9 @@ def inspect_file(path: str | Path, verify: bool = True) -> dict[str, Any]:
         params = file_parameters(f)
         splits = [s for s in SPLIT_NAMES if s in f]
         if not splits:
-            raise DataError(f"{path}: no split found (top-level keys {sorted(f.keys())}), "
-                            f"expected at least one of {list(SPLIT_NAMES)}")
+            raise DataError(
+                f"{path}: no split found (top-level keys {sorted(f.keys())}), expected at least one of {list(SPLIT_NAMES)}"
+            )
         checks = verify_checksums(f, path) if verify else {}
         summary: dict[str, Any] = {
             "file": str(path),
@@ -198,14 +204,17 @@ def format_summary(s: dict[str, Any]) -> str:
     if p:
         phys = p.get("physics", {})
         lines.append(
-            f"parameters: balls {p.get('balls')}, radius {phys.get('radius')} box ({phys.get('radius', 0) * p.get('size', 0):g} px), "
+            f"parameters: balls {p.get('balls')}, radius {phys.get('radius')} box "
+            f"({phys.get('radius', 0) * p.get('size', 0):g} px), "
             f"speed {phys.get('speed')} box/frame, masses {phys.get('masses')}, substeps {phys.get('substeps')}, "
             f"contact tolerance {p.get('contact_tolerance_px')} px"
         )
     for split, d in s["splits"].items():
         balls = "n/a (no masses)" if d["balls_min"] is None else f"{d['balls_min']}-{d['balls_max']}"
-        lines.append(f"[{split}] sequences {d['sequences']}, frames {d['frames']}, "
-                     f"{d['size'][0]}x{d['size'][1]}, balls per sequence {balls}")
+        lines.append(
+            f"[{split}] sequences {d['sequences']}, frames {d['frames']}, "
+            f"{d['size'][0]}x{d['size'][1]}, balls per sequence {balls}"
+        )
         for name, shape in d["shapes"].items():
             lines.append(f"    {name:<11} {str(shape):<26} {d['dtypes'][name]}")
         lines.append(f"    frames with a ball-ball collision: {d['collision_frame_fraction']:.2%} (from {d['collision_source']})")
@@ -237,17 +246,23 @@ def _check_existing(path: Path, cfg: DataSetConfig) -> None:
     with open_h5(path) as f:
         params = file_parameters(f)
         if params is not None:
-            wanted = {"balls": str(cfg.balls), "frames": cfg.frames, "size": cfg.size, "seed": cfg.seed,
-                      "splits": {k: int(v) for k, v in cfg.splits.items()}}
+            wanted = {
+                "balls": str(cfg.balls),
+                "frames": cfg.frames,
+                "size": cfg.size,
+                "seed": cfg.seed,
+                "splits": {k: int(v) for k, v in cfg.splits.items()},
+            }
             for key, expected in wanted.items():
                 found = params.get(key)
                 if found != expected:
-                    raise DataError(f"{path}: generated with {key}={found!r}, config expects {expected!r}; "
-                                    "delete the file to regenerate it or fix the config")
+                    raise DataError(
+                        f"{path}: generated with {key}={found!r}, config expects {expected!r}; "
+                        "delete the file to regenerate it or fix the config"
+                    )
         for split, count in cfg.splits.items():
             info = validate_split(f, path, split, min_frames=cfg.frames)
             if (info.height, info.width) != (cfg.size, cfg.size):
-                raise DataError(f"{path}: {split}/features frames are {info.height}x{info.width}, "
-                                f"expected {cfg.size}x{cfg.size}")
+                raise DataError(f"{path}: {split}/features frames are {info.height}x{info.width}, expected {cfg.size}x{cfg.size}")
             if info.sequences < count:
                 raise DataError(f"{path}: {split} has {info.sequences} sequences, expected at least {count}")

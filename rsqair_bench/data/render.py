@@ -14,8 +14,8 @@ Conventions (also in docs/data.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
