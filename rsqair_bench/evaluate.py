@@ -169,6 +169,7 @@ def evaluate_checkpoint(
     sample_gen = torch.Generator(device=dev).manual_seed(derive_seed(seed, 10))
     bound_gen = torch.Generator(device=dev).manual_seed(derive_seed(seed, 11))
     data_sum = np.zeros(S)
+    empty_sum = 0.0  # reference point: the same score for an all-zero prediction of frame T
     rel_sum = np.zeros(S)
     with_collision = 0
     bounds: list[Tensor] = []
@@ -195,6 +196,7 @@ def evaluate_checkpoint(
             data_sum += data_ll.sum(0).cpu().numpy()
             rel_sum += rel.double().view(-1, S).sum(0).cpu().numpy()
             with_collision += int(has.view(-1, S)[:, 0].sum())
+            empty_sum += float(data_log_likelihood(x[:, T - 1], torch.zeros_like(x[:, T - 1]), std).double().sum())
             out = model(x, eval.particles, generator=bound_gen, max_objects=max_objects)
             bounds.append(out.iwae_bound.detach().double().cpu())  # [B]
             ok = count_correct(out.num_present, groups)  # [B, T]
@@ -215,6 +217,7 @@ def evaluate_checkpoint(
         "data_ll": {"mean": d_mean, "std": d_std, "per_sample": [float(v) for v in data_ps]},
         "relational_ll": {"mean": r_mean, "std": r_std, "per_sample": [float(v) for v in rel_ps]},
         "sequences_with_collision": int(with_collision),
+        "empty_frame_data_ll": empty_sum / n,
         "iwae_bound": {"mean": float(bound.mean()), "std": float(bound.std(unbiased=False))},
         "count_accuracy": correct / max(counted, 1),
         "eval_sequences_per_s": n / seconds if seconds > 0 else 0.0,

@@ -86,6 +86,8 @@ def test_values_follow_the_definitions(trained: tuple[Path, Path]) -> None:
         frames = model.generate(x.repeat_interleave(3, 0), n_observed=5, generator=g).frames[0::3, 5]
     expected = float(data_log_likelihood(x[:, 5], frames, 0.3).double().mean())
     assert entry["data_ll"]["per_sample"][0] == pytest.approx(expected, rel=1e-6)
+    empty = float(data_log_likelihood(x[:, 5], torch.zeros_like(x[:, 5]), 0.3).double().mean())
+    assert entry["empty_frame_data_ll"] == pytest.approx(empty, rel=1e-9)
     # fake model predicts 2 objects everywhere: accuracy = share of frames with exactly 2 visible balls
     from rsqair_bench.evaluate import visible_objects
 
