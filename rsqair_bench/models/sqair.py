@@ -10,6 +10,7 @@ K object slots, Dw = z_what, H hidden. Python loops run only over time and objec
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -304,13 +305,14 @@ class SQAIR(nn.Module):
         last_id = torch.full((n,), -1, dtype=torch.long, device=x.device)
         log_w = xs.new_zeros(n)
         log_q_discrete = xs.new_zeros(n)
+        nothing = StepTerms(xs.new_zeros(n), xs.new_zeros(n), xs.new_zeros(n))  # a step with no random choices
         per_frame = []
         for step in range(t):
             image = xs[:, step]
             observe = step < n_observed
             if step == 0:
                 propagated = fresh
-                terms = StepTerms(log_w * 0, log_w * 0, log_w * 0)
+                terms = nothing
                 expected = xs.new_zeros(n, 1)
             else:
                 gamma, rel_state = self.relation(objects.latent(), objects.pres > 0, objects.relation)
@@ -322,13 +324,13 @@ class SQAIR(nn.Module):
                     propagated, terms = self.propagation(image, objects, gamma, prior, generator)
                 else:
                     propagated = self._sample_prior(objects, prior, generator)
-                    terms = StepTerms(log_w * 0, log_w * 0, log_w * 0)
+                    terms = nothing
 
             if observe:
                 disc, disc_terms = self._discover(image, propagated, expected, k, step, generator)
             else:  # generation: discovery is off (sqair ref: do_generate)
-                disc = self._no_discovery(fresh)
-                disc_terms = StepTerms(log_w * 0, log_w * 0, log_w * 0)
+                disc = dataclasses.replace(fresh)  # a copy: ids are assigned below
+                disc_terms = nothing
             disc.ids = torch.where(disc.pres > 0, last_id.unsqueeze(1) + disc.pres.long().cumsum(1), disc.ids)
             last_id = last_id + disc.pres.long().sum(1)
             objects = self._merge(propagated, disc, k)
@@ -359,10 +361,6 @@ class SQAIR(nn.Module):
             relation=self.relation.initial_state(n, k, image.device),
         )
         return disc, StepTerms(log_q, log_p, log_q_disc)
-
-    @staticmethod
-    def _no_discovery(fresh: Objects) -> Objects:
-        return Objects(fresh.what, fresh.where, fresh.pres, fresh.temporal, fresh.prior, fresh.ids, fresh.relation)
 
     def _sample_prior(self, prev: Objects, prior: PropPriorOutput, generator) -> Objects:
         pres = sample_bernoulli(prior.pres_logit, generator) * prev.pres
