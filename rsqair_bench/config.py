@@ -168,12 +168,11 @@ def parse_value(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return parse_dataclass(tp, value, where)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for option in typing.get_args(tp):
             try:
                 return parse_value(option, value, where)
-            except ConfigError as err:
-                errors.append(err)
+            except ConfigError:
+                continue
         raise ConfigError(f"{where}: expected {_type_name(tp)}, found {_found(value)}")
     if origin is Literal:
         if value in typing.get_args(tp):

@@ -9,7 +9,6 @@ path, what was found and what was expected, e.g. `suites/x.yaml: seeds[2]: dupli
 from __future__ import annotations
 
 import copy
-import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -17,9 +16,7 @@ from pathlib import Path, PurePath
 from rsqair_bench.config import DataSetConfig, EvalConfig, JobConfig, SuiteConfig
 from rsqair_bench.errors import ConfigError, RegistryError
 
-log = logging.getLogger(__name__)
-
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")  # what device.resolve_device accepts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _MODEL = re.compile(r"^sqair(\+[A-Za-z0-9_.-]+)?$")
 _DATA_SUFFIXES = (".h5", ".hdf5")
@@ -46,20 +43,12 @@ class Job:
         return self.data_paths.get(split_data, split_data)
 
 
-def _registered_models(suite: SuiteConfig) -> list[str] | None:
-    """Model names the registry knows after loading the suite's plugins; None while the registry is unavailable."""
-    try:
-        from rsqair_bench import registry
-    except ImportError as err:  # registry not written yet (or broken): fall back to a syntax check
-        log.debug("registry unavailable (%s); checking model names by syntax only", err)
-        return None
-    load_plugins = getattr(registry, "load_plugins", None)
-    model_names = getattr(registry, "model_names", None)
-    if model_names is None:
-        return None
-    if suite.plugins and load_plugins is not None:
-        load_plugins(list(suite.plugins))
-    return list(model_names())
+def _registered_models(suite: SuiteConfig) -> list[str]:
+    """Model names the registry knows after loading the suite's plugins."""
+    from rsqair_bench import registry  # lazy: plugins run code
+
+    registry.load_plugins(list(suite.plugins))
+    return registry.model_names()
 
 
 def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
@@ -86,10 +75,9 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
         known = _registered_models(suite)
     except RegistryError as err:
         fail("plugins", str(err))
-    if known is not None:
-        for i, model in enumerate(suite.models):
-            if model not in known:
-                fail(f"models[{i}]", f"unknown model {model!r} (known: {', '.join(sorted(known))})")
+    for i, model in enumerate(suite.models):
+        if model not in known:
+            fail(f"models[{i}]", f"unknown model {model!r} (known: {', '.join(sorted(known))})")
 
     # seeds
     if not suite.seeds:

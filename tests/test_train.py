@@ -274,7 +274,6 @@ def test_data_with_too_few_frames_is_refused(tmp_path: Path) -> None:
 
 def test_with_the_real_loader(data: Path, tmp_path: Path) -> None:
     """The same protocol through rsqair_bench.data.loader.BallsDataset (R-NEM layout file)."""
-    pytest.importorskip("rsqair_bench.data.loader")
     result = train_job(tiny_job(data, max_iterations=4), tmp_path / "ok", progress=False, model_factory=fake_factory())
     assert result.finished and result.best_validation_bound is not None
     short = write_fake_h5(tmp_path / "short.h5", frames=3)
