@@ -34,6 +34,7 @@ from typing import Any, Literal
 from rsqair_bench.config import DataSetConfig, EvalConfig, EvalSplit, JobConfig, SuiteConfig, dump_yaml, load_config
 from rsqair_bench.errors import ConfigError
 from rsqair_bench.io import atomic_write_text
+from rsqair_bench.progress import progress_enabled
 from rsqair_bench.suite import Job, expand_jobs, validate_suite
 
 log = logging.getLogger(__name__)
@@ -309,10 +310,6 @@ def run_ray(
 
 
 # ----------------------------------------------------------------------------- the run
-def _progress_enabled() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("CI")
-
-
 def job_state(job: Job) -> str:
     """done | failed | partial (a checkpoint to resume from) | pending, from the job directory only."""
     d = job.directory
@@ -333,7 +330,7 @@ def _data_sets_used(suite: SuiteConfig) -> list[str]:
 def _default_prepare(ds: DataSetConfig) -> Path:
     from rsqair_bench.data.commands import ensure_dataset
 
-    return ensure_dataset(ds, progress=_progress_enabled())
+    return ensure_dataset(ds, progress=progress_enabled())
 
 
 def run_suite(
@@ -396,12 +393,12 @@ def run_suite(
 
     in_process = executor == "local" and workers == 1
     job_fn = functools.partial(
-        execute_job, progress=in_process and _progress_enabled(), train_fn=train_fn, eval_fn=eval_fn, metrics_fn=metrics_fn
+        execute_job, progress=in_process and progress_enabled(), train_fn=train_fn, eval_fn=eval_fn, metrics_fn=metrics_fn
     )
     threads = suite.train.torch_threads or (max(1, (os.cpu_count() or 1) // workers) if not in_process else None)
 
     bar = None
-    if _progress_enabled():
+    if progress_enabled():
         from tqdm import tqdm
 
         bar = tqdm(total=len(jobs), initial=len(skipped), desc=f"{suite.name} jobs", unit="job", position=0)

@@ -30,8 +30,6 @@ import csv
 import dataclasses
 import logging
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,12 +46,14 @@ from rsqair_bench.config import JobConfig, ModelConfig, TrainConfig, dump_yaml, 
 from rsqair_bench.device import peak_memory_mb, resolve_device
 from rsqair_bench.errors import ConfigError, DataError, TrainingDiverged
 from rsqair_bench.io import atomic_write_text
+from rsqair_bench.progress import progress_enabled
 from rsqair_bench.registry import count_parameters
 
 log = logging.getLogger(__name__)
 
 ModelFactory = Callable[[str, ModelConfig], nn.Module]
-DatasetFactory = Callable[[str, str, "int | None", int], Dataset]  # (path, split, frames, crop)
+DatasetFactory = Callable[[str, str, "int | None", int], Dataset]  # (path, split, frames, crop); items as
+# BallsDataset, plus read_features(index, start, length) for training windows
 
 LOG_COLUMNS = ["iteration", "seq_len", "iwae_bound", "loss", "lr", "seconds", "sequences_per_s"]
 LATEST = "checkpoint.pt"
@@ -111,10 +111,6 @@ class EarlyStopping:
 
 
 # ----------------------------------------------------------------------------- devices and memory
-def progress_enabled(progress: bool) -> bool:
-    return progress and sys.stderr.isatty() and not os.environ.get("CI")
-
-
 # ----------------------------------------------------------------------------- defaults for injection
 def default_model_factory(plugins: list[str]) -> ModelFactory:
     from rsqair_bench import registry
@@ -188,7 +184,7 @@ class WindowBatchSampler:
 
 
 class WindowDataset(Dataset):
-    """Cuts the window (start, length) out of a full training sequence; features only."""
+    """The window (start, length) of a training sequence's features, read via `base.read_features`."""
 
     def __init__(self, base: Dataset) -> None:
         self.base = base
@@ -198,7 +194,7 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]) -> torch.Tensor:
         index, start, length = key
-        return self.base[index]["features"][start : start + length]  # [L, 1, H, W]
+        return self.base.read_features(index, start, length)  # [L, 1, H, W]
 
 
 def _features_only(batch: list[dict[str, torch.Tensor]]) -> torch.Tensor:

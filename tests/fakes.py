@@ -135,6 +135,10 @@ class FakeBallsDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         return {"features": self.features[i], "groups": self.groups[i], "collisions": self.collisions[i]}
 
+    def read_features(self, i: int, start: int = 0, length: int | None = None) -> Tensor:
+        stop = None if length is None else start + length
+        return self.features[i][start:stop]
+
 
 def tiny_job(data: Path, model: str = "fake", **train: object) -> JobConfig:
     """A job that trains in well under a second on CPU."""

@@ -105,3 +105,16 @@ def test_validation_errors(tmp_path: Path, data_file: Path) -> None:
         BallsDataset(trunc, "test")
     with pytest.raises(DataError, match="file not found"):
         BallsDataset(tmp_path / "none.h5", "test")
+
+
+def test_read_features_returns_exactly_the_window_of_the_full_item(tmp_path):
+    from rsqair_bench.data.h5 import generate_file
+    from rsqair_bench.data.loader import BallsDataset
+
+    path = generate_file(tmp_path / "w.h5", "4", {"training": 3}, frames=8, size=64, seed=1, progress=False)
+    ds = BallsDataset(str(path), "training")
+    full = ds[2]["features"]  # [8, 1, 50, 50]
+    window = ds.read_features(2, start=3, length=4)
+    assert window.shape == (4, 1, 50, 50) and window.dtype == torch.float32
+    assert torch.equal(window, full[3:7])
+    assert torch.equal(ds.read_features(2), full)

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from rsqair_bench import __version__
 from rsqair_bench.data.physics import PhysicsParams, Trajectories, parse_balls, simulate_random
 from rsqair_bench.data.render import CONTACT_TOLERANCE_PX, Frames, RenderBuffers, render
 from rsqair_bench.errors import ConfigError, DataError
+from rsqair_bench.progress import progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,6 @@ def import_h5py():  # noqa: ANN201 - module type
     import h5py
 
     return h5py
-
-
-def progress_enabled(progress: bool) -> bool:
-    """tqdm only on a TTY and outside CI."""
-    return bool(progress) and sys.stderr.isatty() and not os.environ.get("CI")
 
 
 # ----------------------------------------------------------------------------- writing

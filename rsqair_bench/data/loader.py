@@ -49,14 +49,15 @@ class BallsDataset(Dataset):
         state["_file"] = None  # each worker opens its own handle
         return state
 
-    def _read(self, name: str, index: int) -> np.ndarray:
-        """[T, c, c] crop of one sequence of dataset `name`."""
+    def _read(self, name: str, index: int, start: int = 0, length: int | None = None) -> np.ndarray:
+        """[L, c, c] crop of frames start..start+L of one sequence of dataset `name` (L = all frames by default)."""
         if self._file is None:
             self._file = open_h5(self.path)
         ds = self._file[self.split][name]
-        t, c = self.frames, self.crop
+        stop = self.frames if length is None else min(start + length, self.frames)
+        c = self.crop
         try:
-            block = ds[:t, index, self.top : self.top + c, self.left : self.left + c, 0]
+            block = ds[start:stop, index, self.top : self.top + c, self.left : self.left + c, 0]
         except OSError as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise DataError(
@@ -68,18 +69,28 @@ class BallsDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} sequences")
-        feats = self._read("features", index)
         groups = self._read("groups", index)
         colls = self._read("collisions", index)
-        features = torch.from_numpy(feats.astype(np.float32) if feats.dtype.kind == "f"
-                                    else (feats != 0).astype(np.float32))
         return {
-            "features": features.unsqueeze(1),  # [T, 1, c, c]
+            "features": self.read_features(index),  # [T, 1, c, c]
             "groups": torch.from_numpy(np.rint(groups).astype(np.int64) if groups.dtype.kind == "f"
                                        else groups.astype(np.int64)).unsqueeze(1),  # [T, 1, c, c]
             "collisions": torch.from_numpy(colls > 0.5 if colls.dtype.kind == "f"
                                            else colls != 0).unsqueeze(1),  # [T, 1, c, c]
         }
+
+    def read_features(self, index: int, start: int = 0, length: int | None = None) -> torch.Tensor:
+        """float32 [L, 1, c, c] frames start..start+L of one sequence, reading only those frames.
+
+        Training asks for short windows of long sequences; reading just the window (and not
+        `groups`/`collisions`) is what keeps data loading off the training step's critical path.
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} sequences")
+        feats = self._read("features", index, start, length)
+        return torch.from_numpy(
+            feats.astype(np.float32) if feats.dtype.kind == "f" else (feats != 0).astype(np.float32)
+        ).unsqueeze(1)
 
     def close(self) -> None:
         """Close this process's handle (reopened on next access)."""

@@ -262,7 +262,8 @@ class SQAIR(nn.Module):
     ) -> SQAIROutput:
         """x: [B, T, 1, H, W] in [0, 1]. The loss is divided by T as in the reference (targets.py)."""
         b, t = x.shape[:2]
-        log_w, log_q_discrete, pres, _ = self._run(x, particles, generator, max_objects, n_observed=t)
+        log_w, log_q_discrete, frames = self._run(x, particles, generator, max_objects, n_observed=t)
+        pres = frames[3]  # [N, T, K]
         log_w = log_w.view(b, particles)
         loss, bound = sqair_loss(log_w, log_q_discrete.view(b, particles))
         num_present = pres.sum(-1).view(b, particles, t)
@@ -273,7 +274,7 @@ class SQAIR(nn.Module):
         self, x: Tensor, n_observed: int, max_objects: int | None = None, generator: torch.Generator | None = None
     ) -> Generation:
         """Infer frames 1..n_observed, then sample the rest from the propagation prior with discovery off."""
-        _, _, _, frames = self._run(x, 1, generator, max_objects, n_observed=n_observed)
+        _, _, frames = self._run(x, 1, generator, max_objects, n_observed=n_observed)
         canvas, what, where, pres, ids = frames
         h, w = x.shape[-2:]
         where_c = transform_where(where)
@@ -342,7 +343,7 @@ class SQAIR(nn.Module):
             per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids))
 
         frames = tuple(torch.stack(f, 1) for f in zip(*per_frame))  # each [N, T, ...]
-        return log_w, log_q_discrete, frames[3], frames
+        return log_w, log_q_discrete, frames  # frames: (canvas, what, where, pres, ids), each [N, T, ...]
 
     def _discover(self, image, propagated: Objects, expected: Tensor, k: int, step: int, generator):
         cond = self.discovery.summarise(propagated)
