@@ -1,10 +1,14 @@
 """Throughput: `python -m rsqair_bench bench`.
 
-Measures, per model, training iterations/s and sequences/s (forward + backward + optimizer step),
-evaluation sequences/s (IWAE bound with `particles`, no gradients), the relation's own
-forward+backward time as a share of a training step, and peak memory. Warm-up iterations are
-excluded; on CUDA, timings use CUDA events. Inputs are synthetic sparse binary frames of the
-cropped size: throughput depends on shapes, not on content.
+Measures, per model, training iterations/s and sequences/s (forward + backward + the training
+optimizer's step, `train.build_optimizer`), evaluation sequences/s (IWAE bound with `particles`, no
+gradients), the relation's own forward+backward time as a share of a training step, peak memory,
+and what bounds the step: operator calls per step (torch profiler, every recorded op including
+nested ones), FLOP per step (torch.utils.flop_counter, matmuls and convolutions) and the achieved
+FLOP/s as a share of the device's fp32 matmul peak, measured in the same run with a large matmul.
+Warm-up iterations (and, with `model_config.compile`, the compilation they trigger, reported as
+`compile_seconds`) are excluded; on CUDA, timings use CUDA events. Inputs are synthetic sparse
+binary frames of the cropped size: throughput depends on shapes, not on content.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from rsqair_bench.config import ModelConfig, SuiteConfig, load_config
+from rsqair_bench.config import ModelConfig, SuiteConfig, TrainConfig, load_config
 from rsqair_bench.device import device_description, peak_memory_mb, resolve_device
 from rsqair_bench.io import atomic_write_text
 
@@ -41,6 +45,12 @@ class ModelBench:
     eval_sequences_per_s: float
     relation_share: float  # relation forward+backward time / training step time
     peak_memory_mb: float
+    op_calls_per_step: int  # profiler events in one training step (forward, backward, optimizer)
+    flop_per_step: float  # FlopCounterMode over one training step
+    achieved_flop_per_s: float  # flop_per_step / measured step time
+    matmul_peak_flop_per_s: float  # large fp32 matmul on the same device, same run
+    utilisation: float  # achieved / matmul peak
+    compile_seconds: float | None  # first-step time minus a steady step when compiled, else None
 
 
 class _Timer:
@@ -89,14 +99,46 @@ def _time_relation(model, s: BenchSettings, k: int, device: torch.device, genera
     return timer.seconds
 
 
-def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.device, seed: int = 0) -> ModelBench:
+def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """fp32 FLOP/s of a large square matmul on `device`: the ceiling a step made of matmuls could reach."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        with _Timer(device) as timer:
+            a @ b
+        best = min(best, timer.seconds)
+    return 2.0 * size**3 / best
+
+
+def count_ops(step) -> int:
+    """Operator calls in one call of `step`: every op the profiler records, nested ones included."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return int(sum(event.count for event in prof.key_averages()))
+
+
+def count_flop(step) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.device, seed: int = 0,
+                train_config: TrainConfig | None = None, peak_flop_per_s: float | None = None) -> ModelBench:
     from rsqair_bench.registry import build_model, count_parameters
+    from rsqair_bench.train import build_optimizer
 
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = build_model(name, config).to(device)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-5, momentum=0.9)
+    optimizer = build_optimizer(model, train_config or TrainConfig())
     x = synthetic_frames(s, config.image_size, device, generator)
     sample_gen = torch.Generator(device=device).manual_seed(seed)
     if device.type == "cuda":
@@ -108,12 +150,17 @@ def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.
         out.loss.backward()
         optimizer.step()
 
-    for _ in range(s.warmup):
+    with _Timer(device) as first_timer:
+        train_step()  # compiles here when model_config.compile is set
+    for _ in range(s.warmup - 1):
         train_step()
     with _Timer(device) as train_timer:
         for _ in range(s.iterations):
             train_step()
     step_seconds = train_timer.seconds / s.iterations
+    ops = count_ops(train_step)
+    flop = count_flop(train_step)
+    peak = peak_flop_per_s or matmul_peak(device)
 
     with torch.no_grad():
         for _ in range(s.warmup):
@@ -131,6 +178,12 @@ def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.
         eval_sequences_per_s=s.batch * s.iterations / eval_timer.seconds,
         relation_share=relation_seconds / step_seconds,
         peak_memory_mb=peak_memory_mb(device),
+        op_calls_per_step=ops,
+        flop_per_step=flop,
+        achieved_flop_per_s=flop / step_seconds,
+        matmul_peak_flop_per_s=peak,
+        utilisation=flop / step_seconds / peak,
+        compile_seconds=max(first_timer.seconds - step_seconds, 0.0) if config.compile else None,
     )
 
 
@@ -153,10 +206,12 @@ def format_table(rows: list[ModelBench]) -> str:
     from tabulate import tabulate
 
     headers = ["model", "params", "relation params", "train it/s", "train seq/s", "eval seq/s",
-               "relation share", "peak MB"]
+               "relation share", "peak MB", "ops/step", "GFLOP/step", "GFLOP/s", "of matmul peak", "compile s"]
     body = [[r.model, r.parameters, r.relation_parameters, f"{r.train_iterations_per_s:.3f}",
              f"{r.train_sequences_per_s:.2f}", f"{r.eval_sequences_per_s:.2f}", f"{100 * r.relation_share:.1f}%",
-             f"{r.peak_memory_mb:.0f}"] for r in rows]
+             f"{r.peak_memory_mb:.0f}", r.op_calls_per_step, f"{r.flop_per_step / 1e9:.2f}",
+             f"{r.achieved_flop_per_s / 1e9:.1f}", f"{100 * r.utilisation:.1f}%",
+             "-" if r.compile_seconds is None else f"{r.compile_seconds:.1f}"] for r in rows]
     return tabulate(body, headers=headers, tablefmt="github")
 
 
@@ -171,7 +226,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=BenchSettings.frames)
     parser.add_argument("--iterations", type=int, default=BenchSettings.iterations)
     parser.add_argument("--warmup", type=int, default=BenchSettings.warmup)
-    parser.add_argument("--max-objects", type=int, default=None, help="object slots (default: config's, 4)")
+    parser.add_argument("--max-objects", type=int, default=None,
+                        help="architecture: object slots the model is built with (default: config's, 4)")
+    parser.add_argument("--n-hidden", type=int, default=None, help="architecture: hidden width (default 256)")
+    parser.add_argument("--glimpse-size", type=int, default=None, help="architecture: glimpse side (default 20)")
+    parser.add_argument("--compile", action="store_true", help="set model_config.compile (torch.compile)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--data-sequences", type=int, default=256,
                         help="sequences (4 balls, 51 frames, 64x64) for the data generation rate; 0 skips it")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON to this file")
@@ -181,36 +241,47 @@ def command(args: argparse.Namespace) -> int:
     from rsqair_bench.errors import ConfigError
     from rsqair_bench.registry import load_plugins, model_names
 
-    config, device_setting, models = ModelConfig(), "auto", args.model or []
+    config, device_setting, models, train_config = ModelConfig(), "auto", args.model or [], TrainConfig()
     if args.suite:
         from rsqair_bench.suite import validate_suite
 
         suite = validate_suite(load_config(SuiteConfig, args.suite), args.suite)
-        config, device_setting = suite.model_config, suite.device
+        config, device_setting, train_config = suite.model_config, suite.device, suite.train
         models = models or suite.models
     else:
         load_plugins([])
     if args.all:
         models = model_names()
     models = models or ["sqair"]
-    if args.max_objects:
-        config = replace(config, max_objects=args.max_objects)
     for value, name in ((args.batch, "--batch"), (args.particles, "--particles"), (args.frames, "--frames"),
-                        (args.iterations, "--iterations")):
-        if value < 1:
+                        (args.iterations, "--iterations"), (args.max_objects, "--max-objects"),
+                        (args.n_hidden, "--n-hidden"), (args.glimpse_size, "--glimpse-size"), (args.threads, "--threads")):
+        if value is not None and value < 1:
             raise ConfigError(f"bench {name}: expected a positive integer, found {value}")
-    settings = BenchSettings(args.batch, args.particles, args.frames, args.iterations, max(args.warmup, 0))
+    overrides = {"max_objects": args.max_objects, "n_hidden": args.n_hidden, "glimpse_size": args.glimpse_size,
+                 "compile": args.compile or None}
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = BenchSettings(args.batch, args.particles, args.frames, args.iterations, max(args.warmup, 1))
     device = resolve_device(args.device or device_setting)
     data = bench_data_generation(args.data_sequences) if args.data_sequences > 0 else None
-    rows = [bench_model(name, config, settings, device) for name in models]
+    peak = matmul_peak(device)
+    rows = [bench_model(name, config, settings, device, train_config=train_config, peak_flop_per_s=peak)
+            for name in models]
     result = {
         "device": device_description(device),
         "torch_version": torch.__version__,
-        "settings": asdict(settings) | {"max_objects": config.max_objects, "z_what": config.z_what},
+        "threads": torch.get_num_threads(),
+        "matmul_peak_flop_per_s": peak,
+        "settings": asdict(settings) | {"max_objects": config.max_objects, "z_what": config.z_what,
+                                        "n_hidden": config.n_hidden, "glimpse_size": config.glimpse_size,
+                                        "compile": config.compile, "optimizer": train_config.optimizer},
         "models": [asdict(r) for r in rows],
         "data_generation": data,
     }
-    print(f"device: {result['device']}, torch {torch.__version__}, settings: {result['settings']}")
+    print(f"device: {result['device']}, torch {torch.__version__}, {result['threads']} threads, "
+          f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s, settings: {result['settings']}")
     print(format_table(rows))
     if data:
         print(f"data generation: {data['sequences_per_s']:.1f} sequences/s ({data['balls']} balls, "

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from rsqair_bench.config import to_dict
-from rsqair_bench.errors import CheckpointError
+from rsqair_bench.errors import CheckpointError, OutputError
 from rsqair_bench.io import atomic_write
 
 FORMAT_VERSION = 1
@@ -80,21 +82,40 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Atomically write a checkpoint dict (see module docstring)."""
     state = dict(state)
     state.setdefault("format", FORMAT_VERSION)
-    atomic_write(path, lambda fh: torch.save(state, fh))
+    try:
+        atomic_write(path, lambda fh: torch.save(state, fh))
+    except RuntimeError as err:  # torch's zip writer reports a failed write (e.g. a full disk) this way
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise OutputError(f"{path}: cannot write checkpoint ({first[:160]}); the previous one is kept") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:120]}" if text else type(err).__name__
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with weights_only=True; truncated or foreign files raise CheckpointError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file (e.g. {path / 'best.pt'})")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # zipfile, pickle, EOF and RuntimeError variants all mean "unreadable"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint (truncated or corrupt file, {type(err).__name__}: {first[:120]})"
-        ) from None
+    except pickle.UnpicklingError as err:
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if match:  # readable, but it names code to run on load: we never do that
+            raise CheckpointError(
+                f"{path}: refused, the pickle names Python object {match.group(1)} that a weights-only load does "
+                "not allow (unsafe or foreign file); expected an rsqair-bench checkpoint of tensors and plain values"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
+        reason = f"UnpicklingError: {detail.group(1)[:120]}" if detail else _first_line(err)
+        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt file, {reason})") from None
+    except Exception as err:  # zipfile, EOF and RuntimeError variants all mean "unreadable"
+        first = _first_line(err)
+        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt file, {first})") from None
     if not isinstance(state, dict) or "format" not in state or "model" not in state:
         raise CheckpointError(f"{path}: not an rsqair-bench checkpoint (expected a dict with 'format' and 'model')")
     if state["format"] != FORMAT_VERSION:

@@ -15,6 +15,7 @@ import sys
 from types import ModuleType
 
 from rsqair_bench.errors import BenchError
+from rsqair_bench.io import os_error_line
 
 # subcommand -> (module implementing it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `... | head`: the reader left; not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at interpreter exit
         return 0
+    except OSError as err:  # read-only or full filesystem, no permission, a file where a directory goes
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ class ModelConfig:
     shift_prior: float = 0.0  # sqair ref: discovery where-prior mean for the two shift logits
     where_prior_std: float = 1.0  # sqair ref
     image_size: int = 50  # paper: central 50x50 crop
+    prop_prior: Literal["rnn", "residual"] = "rnn"  # sqair ref: 'rnn' (absolute); residual: ours, docs/sqair.md
+    vimco: Literal["vimco", "sqair_tf"] = "vimco"  # VIMCO learning signal; sqair_tf = sqair ref targets.py
+    compile: bool = False  # ours: torch.compile the per-slot steps (CUDA: with CUDA graphs)
     relation_options: dict[str, Any] = field(default_factory=dict)  # kwargs for the relation's constructor
 
 
@@ -142,6 +145,7 @@ class SuiteConfig:
     device: str = "auto"
     results: str = "results"
     ray: RayConfig = field(default_factory=RayConfig)
+    baseline: str | None = None  # ours: the model significance.md tests every other against; None = sqair
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -214,12 +218,14 @@ def parse_dataclass(cls: type, data: Any, where: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, found {_found(data)}")
+        sep = "" if where.endswith(":") else ":"
+        raise ConfigError(f"{where}{sep} expected a mapping, found {_found(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+        sep = "" if where.endswith(":") else ":"
+        raise ConfigError(f"{where}{sep} unknown key {unknown[0]!r} (known: {', '.join(fields)})")
     kwargs = {}
     for name, f in fields.items():
         key = f"{where}.{name}" if where and not where.endswith(":") else f"{where} {name}"
@@ -230,15 +236,60 @@ def parse_dataclass(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key not in seen:
+                    seen[key] = line
+                    continue
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+            first = seen[key]
+            raise _DuplicateKey(f"duplicate key {key!r} on line {line} (first on line {first}); expected each key once")
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    """Raised inside the loader; load_yaml turns it into a ConfigError naming the file."""
+
+
+def _yaml_error_line(err: yaml.YAMLError) -> str:
+    """PyYAML's problem with its line and column (1-based), e.g. `line 3, column 7: mapping values are not allowed here`."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file with a safe loader: UTF-8 only, no duplicate keys; errors name the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
+    raw = path.read_bytes()
     try:
-        with path.open() as fh:
-            return yaml.safe_load(fh)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); expected a UTF-8 YAML file"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except _DuplicateKey as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_error_line(err)})") from None
 
 
 def load_config(cls: type, path: str | Path) -> Any:
@@ -253,6 +304,85 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def dump_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- ranges
+# Why here: `validate`, `run` and `train` share these checks, so a suite that validates never fails at
+# train time on a value the types allowed (a zero batch, a negative width), and nothing is written first.
+Check = tuple[str, bool, str]
+
+
+def _raise_first(where: str, section: str, cfg: Any, checks: list[Check]) -> None:
+    prefix = f"{where} " if where else ""
+    for key, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{prefix}{section}.{key}: expected {expected}, found {getattr(cfg, key)!r}")
+
+
+def check_model_config(cfg: ModelConfig, where: str = "") -> None:
+    """Ranges of ModelConfig; `where` is the file prefix (e.g. `suite.yaml:`)."""
+    _raise_first(where, "model_config", cfg, [
+        ("max_objects", cfg.max_objects >= 1, ">= 1 object slot"),
+        ("z_what", cfg.z_what >= 1, ">= 1"),
+        ("glimpse_size", cfg.glimpse_size >= 1, ">= 1 (pixels)"),
+        ("n_hidden", cfg.n_hidden >= 1, ">= 1"),
+        ("n_layers", cfg.n_layers >= 1, ">= 1"),
+        ("output_std", cfg.output_std > 0, "> 0"),
+        ("where_prior_std", cfg.where_prior_std > 0, "> 0"),
+        ("image_size", 1 <= cfg.image_size <= 4096, "between 1 and 4096 (pixels)"),
+    ])
+
+
+def check_train_config(cfg: TrainConfig, where: str = "") -> None:
+    """Ranges of TrainConfig (the same checks train_job makes before writing anything)."""
+    _raise_first(where, "train", cfg, [
+        ("particles", cfg.particles >= 1, ">= 1"),
+        ("batch_size", cfg.batch_size >= 1, ">= 1"),
+        ("learning_rate", cfg.learning_rate > 0, "> 0"),
+        ("momentum", 0 <= cfg.momentum < 1, ">= 0 and < 1"),
+        ("lr_decay_at", all(0 <= f <= 1 for f in cfg.lr_decay_at), "fractions between 0 and 1"),
+        ("lr_decay_factor", cfg.lr_decay_factor > 0, "> 0"),
+        ("max_iterations", cfg.max_iterations >= 1, ">= 1"),
+        ("curriculum_start", cfg.curriculum_start >= 1, ">= 1"),
+        ("curriculum_every", cfg.curriculum_every >= 1, ">= 1"),
+        ("curriculum_max", cfg.curriculum_max >= cfg.curriculum_start, ">= curriculum_start"),
+        ("validate_every", cfg.validate_every is None or cfg.validate_every >= 1, ">= 1 or null"),
+        ("validation_sequences", cfg.validation_sequences is None or cfg.validation_sequences >= 1, ">= 1 or null"),
+        ("early_stop_patience", cfg.early_stop_patience >= 0, ">= 0"),
+        ("checkpoint_every", cfg.checkpoint_every >= 1, ">= 1"),
+        ("grad_clip", cfg.grad_clip is None or cfg.grad_clip > 0, "> 0 or null"),
+        ("max_nan_skips", cfg.max_nan_skips >= 0, ">= 0"),
+        ("log_every", cfg.log_every >= 1, ">= 1"),
+        ("num_workers", cfg.num_workers >= 0, ">= 0"),
+        ("torch_threads", cfg.torch_threads is None or cfg.torch_threads >= 1, ">= 1 or null"),
+    ])
+
+
+def check_eval_config(cfg: EvalConfig, where: str = "") -> None:
+    _raise_first(where, "eval", cfg, [
+        ("samples", cfg.samples >= 1, ">= 1"),
+        ("particles", cfg.particles >= 1, ">= 1"),
+        ("batch_size", cfg.batch_size >= 1, ">= 1"),
+    ])
+
+
+def check_relation_options(model: str, cfg: ModelConfig, plugins: list[str], where: str = "") -> None:
+    """Unknown `relation_options` for `model`'s relation are errors at validate time, not at train time."""
+    from rsqair_bench import registry  # lazy: imports torch and the baselines
+
+    registry.load_plugins(list(plugins))
+    try:
+        registry.relation_options(registry.parse_model_name(model), dict(cfg.relation_options))
+    except ConfigError as err:
+        prefix = f"{where} " if where else ""
+        raise ConfigError(f"{prefix}{err}") from None
+
+
+def check_job(job: JobConfig, where: str = "") -> None:
+    """Every range of a job config, checked before anything is written (relation options are checked when
+    train_job builds the model, also before it writes)."""
+    check_model_config(job.model_config, where)
+    check_train_config(job.train, where)
 
 
 # ----------------------------------------------------------------------------- CLI: validate

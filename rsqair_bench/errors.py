@@ -25,5 +25,13 @@ class RegistryError(BenchError):
     """A relation/model name or plugin cannot be resolved."""
 
 
+class OutputError(BenchError):
+    """An output file or directory cannot be written (permissions, read-only or full filesystem)."""
+
+
+class LockedError(BenchError):
+    """Another process holds the lock of an output directory."""
+
+
 class TrainingDiverged(BenchError):
     """The loss or a gradient became NaN/inf; the last good checkpoint was kept."""

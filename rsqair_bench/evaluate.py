@@ -6,13 +6,17 @@ frame T's latents from the propagation prior (discovery off), decode, and score 
 - relational log-likelihood: the same sum over the pixels of balls in ball-ball contact at frame T
   (`collisions` mask, restricted to ball pixels `groups > 0`); 0 for sequences without one.
 Both are averaged over sequences, once per sampled last frame (`eval.samples`). Also: the
-whole-sequence IWAE bound (`eval.particles`), object-count accuracy and throughput.
+whole-sequence IWAE bound (`eval.particles`), object-count accuracy and throughput; the reference
+predictors' scores on the same frames (`references`), object-ball matching (`matching`), and
+whether T exceeds the checkpoint's trained horizon (`beyond_trained_horizon`).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -25,9 +29,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench.config import EvalConfig, EvalSplit, ModelConfig, parse_dataclass
+from rsqair_bench.data import limits
 from rsqair_bench.device import device_description, peak_memory_mb, resolve_device
-from rsqair_bench.errors import CheckpointError, ConfigError
-from rsqair_bench.io import atomic_write, atomic_write_text
+from rsqair_bench.errors import CheckpointError, ConfigError, DataError
+from rsqair_bench.io import atomic_write, atomic_write_text, check_writable_dir
 from rsqair_bench.train import (
     DatasetFactory,
     ModelFactory,
@@ -37,6 +42,7 @@ from rsqair_bench.train import (
 )
 
 LOG_2PI = math.log(2.0 * math.pi)
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- pure metric functions
@@ -93,10 +99,33 @@ def _collate(batch: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     return {k: torch.stack([item[k] for item in batch]) for k in ("features", "groups", "collisions")}
 
 
+def registry_factory(checkpoint: Path, state: dict[str, Any], plugins: list[str]) -> ModelFactory:
+    """The registry's model builder after loading `plugins`, which come from the command line or the suite.
+
+    Never the checkpoint's own `plugins` list: a file we read must not decide what code runs. The
+    checkpoint may only name what it needs, and a model nobody registered is a one-line error.
+    """
+    from rsqair_bench import registry
+
+    factory = default_model_factory(list(plugins))  # loads exactly these plugin files
+    if factory is not registry.build_model:  # an injected factory (tests) knows its own names
+        return factory
+    name = state["model_name"]
+    known = registry.model_names()
+    if name not in known:
+        named = [str(p) for p in state.get("plugins") or []]
+        hint = f"; it was trained with plugin files {named}: pass each with --plugin FILE" if named else ""
+        raise CheckpointError(f"{checkpoint}: model {name!r} is not registered (known: {', '.join(known)}){hint}")
+    return factory
+
+
 def load_model(
-    checkpoint: Path, device: torch.device, model_factory: ModelFactory | None = None
+    checkpoint: Path, device: torch.device, model_factory: ModelFactory | None = None, plugins: list[str] | None = None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the checkpoint's model (registry name + stored ModelConfig) and load its weights."""
+    """Rebuild the checkpoint's model (registry name + stored ModelConfig) and load its weights.
+
+    `plugins`: relation files to load first (the command line's --plugin, a suite's plugins:).
+    """
     state = ckpt.load_checkpoint(checkpoint)
     for key in ("model_name", "model_config", "iteration"):
         if key not in state:
@@ -105,7 +134,7 @@ def load_model(
         config = parse_dataclass(ModelConfig, state["model_config"], f"{checkpoint}: model_config")
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
-    factory = model_factory or default_model_factory(list(state.get("plugins", [])))
+    factory = model_factory or registry_factory(checkpoint, state, plugins or [])
     model = factory(state["model_name"], config)
     try:
         model.load_state_dict(state["model"])
@@ -113,6 +142,35 @@ def load_model(
         first = str(err).splitlines()[0]
         raise CheckpointError(f"{checkpoint}: weights do not fit model {state['model_name']!r} ({first[:160]})") from None
     return model.to(device).eval(), state
+
+
+MAX_OBJECT_SLOTS = 64  # K: the relation is O(K^2) per step; the paper uses 4 (train) and 8 (test)
+EVAL_TENSORS_PER_PIXEL = 6  # frames in, frames out, and about 4 canvases per object slot in flight (float32)
+
+
+def eval_memory_bytes(batch: int, samples: int, particles: int, frames: int, image_size: int, slots: int) -> float:
+    """Rough peak bytes of one evaluation batch: every row is expanded to max(samples, particles) copies,
+    each holding T frames plus a full-size canvas per object slot."""
+    rows = batch * max(samples, particles)
+    return float(rows * frames * image_size * image_size * 4 * (EVAL_TENSORS_PER_PIXEL + 4 * slots))
+
+
+def _available_device_memory(dev: torch.device) -> int | None:
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free)
+    return limits.available_memory()
+
+
+def check_eval_memory(split: EvalSplit, eval: EvalConfig, n: int, state: dict[str, Any], dev: torch.device) -> None:
+    """Refuse a batch size that cannot fit, before allocating it, with a message that says the limit."""
+    cfg = state.get("model_config") or {}
+    slots = split.max_objects if split.max_objects is not None else int(cfg.get("max_objects", 4))
+    batch = min(eval.batch_size, n)
+    need = eval_memory_bytes(batch, eval.samples, eval.particles, split.frames, int(cfg.get("image_size", 50)), slots)
+    what = (f"eval batch_size {eval.batch_size} ({batch} sequences x {max(eval.samples, eval.particles)} "
+            f"samples/particles x {split.frames} frames x {slots} object slots)")
+    limits.check_memory(need, what, "use a smaller --batch-size", available=_available_device_memory(dev))
 
 
 def save_rollout(path: Path, truth: Tensor, gen: Any, n_observed: int) -> None:
@@ -138,8 +196,11 @@ def evaluate_checkpoint(
     model_factory: ModelFactory | None = None,
     dataset_factory: DatasetFactory | None = None,
     rollout_path: Path | None = None,
+    plugins: list[str] | None = None,
 ) -> dict[str, Any]:
     """Score one split; returns one `splits` entry of metrics.json (see docs/metrics.md).
+
+    `plugins`: relation files to load (never the ones a checkpoint lists; see registry_factory).
 
     With `rollout_path`, also saves the first sequence's first sample (inferred frames, then the
     frame sampled from the prior, with boxes and object ids) for the report's Figure 3.
@@ -149,6 +210,9 @@ def evaluate_checkpoint(
     if eval.samples < 1 or eval.particles < 1 or eval.batch_size < 1:
         raise ConfigError(f"eval: samples, particles and batch_size must be >= 1, found "
                           f"{eval.samples}, {eval.particles}, {eval.batch_size}")
+    if split.max_objects is not None and not 1 <= split.max_objects <= MAX_OBJECT_SLOTS:
+        raise ConfigError(f"eval split {split.data}/{split.split}: max_objects must be between 1 and "
+                          f"{MAX_OBJECT_SLOTS} object slots, found {split.max_objects}")
     dev = resolve_device(device)
     checkpoint = Path(checkpoint)
     state_meta = ckpt.load_checkpoint(checkpoint)  # fail on a bad checkpoint before reading data
@@ -159,10 +223,22 @@ def evaluate_checkpoint(
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
         raise ConfigError(f"{data_path}: split {split.split!r} has no sequences to evaluate")
-    model, state = load_model(checkpoint, dev, model_factory)
+    check_eval_memory(split, eval, n, state_meta, dev)  # before the model and the first batch exist
+    model, state = load_model(checkpoint, dev, model_factory, plugins)
     std = float(model.config.output_std)
-    max_objects = split.max_objects or int(model.config.max_objects)
+    max_objects = split.max_objects if split.max_objects is not None else int(model.config.max_objects)
     T, S = split.frames, eval.samples
+    horizon = trained_horizon(state)
+    if horizon is not None and T > horizon:
+        log.warning("%s: scored at T=%d frames, beyond the %d frames it was trained on (marked in the tables)",
+                    checkpoint, T, horizon)
+    from rsqair_bench.dynamics import MatchingScorer, ReferenceScorer  # it imports this module's metrics
+
+    states = _ball_states(data_path, split.split, T, n, crop)
+    references = ReferenceScorer(states, std)
+    matching = MatchingScorer(states, S) if states is not None else None
+    generate_kwargs = {"particles": eval.particles} if _accepts(model.generate, "particles") else {}
+    start = 0  # sequence number of the batch's first row (the loader does not shuffle)
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -185,7 +261,12 @@ def evaluate_checkpoint(
             x_in[:, T - 1] = 0.0  # frame T is never shown to the model
             # All S samples in one batched call: row b*S + s is sample s of sequence b.
             gen = model.generate(x_in.repeat_interleave(S, 0), n_observed=T - 1, max_objects=max_objects,
-                                 generator=sample_gen)
+                                 generator=sample_gen, **generate_kwargs)
+            index = np.arange(start, start + x.shape[0])  # [B]
+            start += x.shape[0]
+            references.add(x, groups, collisions, index)
+            if matching is not None:
+                matching.add(gen.boxes, gen.pres, groups, index)
             if rollout_path is not None and not bounds:  # first batch
                 save_rollout(rollout_path, x[0, :, 0], gen, n_observed=T - 1)
             frames_T = gen.frames[:, T - 1]  # [B*S, 1, H, W]
@@ -224,7 +305,43 @@ def evaluate_checkpoint(
         "peak_memory_mb": peak_memory_mb(dev),
         "checkpoint_iteration": int(state["iteration"]),
         "eval_seed": int(seed),
+        "particles": int(eval.particles),
+        "references": references.result(),
+        "matching": matching.result() if matching is not None else None,
+        "trained_horizon": horizon,
+        "beyond_trained_horizon": bool(horizon is not None and T > horizon),
     }
+
+
+def trained_horizon(state: dict[str, Any]) -> int | None:
+    """Longest sequence the checkpoint's model was trained on (its curriculum length), None if unknown.
+
+    `trained_horizon` is written by train_job; older checkpoints carry the same number as `seq_len`.
+    """
+    value = state.get("trained_horizon", state.get("seq_len"))
+    return None if value is None else int(value)
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    """Whether callable `fn` takes keyword `name` (model plugins may predate a keyword)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _ball_states(data_path: str, split: str, frames: int, sequences: int, crop: int) -> Any:
+    """True ball states for the reference oracle and the matching metrics; None when the data
+    file has none (those metrics are then null) or is not an HDF5 file this package can read."""
+    from rsqair_bench.ball_states import read_ball_states
+
+    if not Path(data_path).is_file():
+        return None
+    try:
+        return read_ball_states(data_path, split, frames, sequences, crop)
+    except (DataError, KeyError, OSError) as err:
+        log.warning("%s: no ball states for %s (%s); oracle and matching metrics skipped", data_path, split, err)
+        return None
 
 
 # ----------------------------------------------------------------------------- metrics.json
@@ -232,7 +349,8 @@ TOP_KEYS = ["model", "paper_name", "seed", "suite", "config_hash", "checkpoint_i
             "device", "torch_version", "train"]
 TRAIN_KEYS = ["iterations", "seconds", "sequences_per_s", "peak_memory_mb", "best_validation_bound"]
 SPLIT_KEYS = ["data", "split", "max_objects", "frames", "sequences", "samples", "data_ll", "relational_ll",
-              "sequences_with_collision", "iwae_bound", "count_accuracy", "eval_sequences_per_s", "peak_memory_mb"]
+              "sequences_with_collision", "iwae_bound", "count_accuracy", "eval_sequences_per_s", "peak_memory_mb",
+              "references"]
 
 
 def validate_metrics(metrics: dict[str, Any]) -> None:
@@ -314,16 +432,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--suite", default="", help="suite name recorded in metrics.json")
     parser.add_argument("--out", default=None, help="write a full metrics.json here")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                        help="relation file the checkpoint's model needs (repeatable); a checkpoint never loads code")
     parser.add_argument("--rollout", default=None, metavar="NPZ",
                         help="also save the first sequence's frames, boxes and ids (draw with `report --rollout`)")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Ranges of the command line, named as the user typed them, before any file is read."""
+    checks = [
+        ("--max-objects", args.max_objects is None or 1 <= args.max_objects <= MAX_OBJECT_SLOTS,
+         f"an integer between 1 and {MAX_OBJECT_SLOTS} (object slots; omit it for the training value)"),
+        ("--samples", args.samples >= 1, "an integer >= 1"),
+        ("--particles", args.particles >= 1, "an integer >= 1"),
+        ("--frames", args.frames >= 2, "an integer >= 2 (observed frames + a sampled last frame)"),
+        ("--sequences", args.sequences is None or args.sequences >= 1, "an integer >= 1"),
+        ("--batch-size", args.batch_size >= 1, "an integer >= 1"),
+    ]
+    for flag, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{flag}: found {getattr(args, flag[2:].replace('-', '_'))}, expected {expected}")
+    for flag in ("out", "rollout"):
+        if getattr(args, flag):
+            check_writable_dir(Path(getattr(args, flag)).parent, f"--{flag}")
+
+
 def command(args: argparse.Namespace) -> int:
+    check_args(args)
     split = EvalSplit(data=args.data, split=args.split, max_objects=args.max_objects, frames=args.frames,
                       sequences=args.sequences)
     cfg = EvalConfig(samples=args.samples, particles=args.particles, batch_size=args.batch_size)
     result = evaluate_checkpoint(Path(args.checkpoint), args.data, split, cfg, device=args.device, seed=args.seed,
-                                 rollout_path=Path(args.rollout) if args.rollout else None)
+                                 rollout_path=Path(args.rollout) if args.rollout else None, plugins=args.plugin)
     if args.out:
         key = f"{Path(args.data).stem}/{args.split}"
         info = job_info_from_checkpoint(Path(args.checkpoint), suite=args.suite, device=args.device)

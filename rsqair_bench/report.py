@@ -137,6 +137,8 @@ def _values(runs: list[dict], split: str, metric: str) -> tuple[list[float], int
 # ----------------------------------------------------------------------------- tables
 def main_table(runs: list[dict], expected_seeds: int | None = None, compare_paper: bool = False) -> pd.DataFrame:
     """The paper's table: one row per model; strings, so missing seeds/splits are explicit."""
+    from rsqair_bench.report_dynamics import horizon_mark
+
     grouped = _by_model(runs)
     all_seeds = {r["seed"] for r in runs}
     expected = expected_seeds or len(all_seeds)
@@ -150,7 +152,7 @@ def main_table(runs: list[dict], expected_seeds: int | None = None, compare_pape
                 values, seeds = _values(mruns, split, metric)
                 cell = MISSING
                 if values:
-                    cell = _fmt(*_mean_std(values))
+                    cell = _fmt(*_mean_std(values)) + horizon_mark(mruns, split)
                     if seeds < expected:
                         cell += f" ({seeds}/{expected} seeds)"
                 row[f"{name} {split}"] = cell
@@ -229,7 +231,7 @@ def _latex_escape(text: str) -> str:
     out = str(text).replace("\\", r"\textbackslash{}")
     for ch in "&%$#_{}":
         out = out.replace(ch, "\\" + ch)
-    return out.replace("±", r"$\pm$").replace(MISSING, "--")
+    return out.replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace(MISSING, "--")
 
 
 def to_latex(table: pd.DataFrame, caption: str) -> str:
@@ -261,7 +263,10 @@ def _plt() -> Any:
 
 
 def figure_ll_bars(runs: list[dict], stem: Path, compare_paper: bool = False) -> list[Path]:
-    """Figure 4 style: per split, bars of data LL and relational LL with std error bars."""
+    """Figure 4 style: per split, bars of data LL and relational LL with std error bars, and a
+    line per reference predictor (empty, copy-last, const-velocity, perfect) when the runs have them."""
+    from rsqair_bench.report_dynamics import draw_reference_lines, has_references
+
     plt = _plt()
     splits = [s for s in _ordered_splits(runs) if any(s in r["splits"] for r in runs)]
     models = _ordered_models(runs)
@@ -291,6 +296,9 @@ def figure_ll_bars(runs: list[dict], stem: Path, compare_paper: bool = False) ->
             ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
             ax.set_title(f"{name}, {split}", fontsize=9)
             ax.axhline(0.0, color="0.5", linewidth=0.5)
+            draw_reference_lines(ax, runs, split, metric)
+            if row == 0 and col == 0 and has_references(runs):
+                ax.legend(fontsize=6, title="reference", title_fontsize=6)
     fig.tight_layout()
     written = _save_figure(fig, stem)
     plt.close(fig)
@@ -408,13 +416,40 @@ def draw_rollouts(items: list[tuple[str, Path]], stem: Path) -> list[Path]:
     return written
 
 
+def dynamics_files(runs: list[dict]) -> dict[str, str]:
+    """dynamics.{md,csv,tex}: object-ball matching per model (docs/metrics.md); none if no run has it."""
+    from rsqair_bench.report_dynamics import dynamics_table, horizon_footnote
+
+    grouped = _by_model(runs)
+    models = _ordered_models(runs)
+    table = dynamics_table(runs, models, grouped, {m: _label(m, grouped[m]) for m in models}, _ordered_splits(runs))
+    if not len(table):
+        return {}
+    caption = ("Object-ball matching: inferred frames (coverage, duplicates, centre error) and the "
+               "prior's centre error at the sampled frame T (px)")
+    return {"dynamics.md": f"# {caption}\n\n" + table.to_markdown(disable_numparse=True) + "\n" + horizon_footnote(table),
+            "dynamics.csv": table.to_csv(), "dynamics.tex": to_latex(table, caption)}
+
+
 # ----------------------------------------------------------------------------- the report
-def write_report(results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False) -> list[Path]:
-    """Write tables and figures into results_dir/report/; returns the files written."""
+def write_report(
+    results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None
+) -> list[Path]:
+    """Write tables and figures into results_dir/report/; returns the files written.
+
+    `baseline`: the model every other is tested against in significance.md (default: sqair).
+    """
+    from rsqair_bench.animation import write_rollout_gifs
+    from rsqair_bench.failures import add_failed_models, collect_failures, failures_note
+    from rsqair_bench.report_dynamics import horizon_footnote, with_reference_rows
+    from rsqair_bench.significance_report import write_significance
+
     results_dir = Path(results_dir)
     runs = collect_metrics(results_dir)
     if not runs:
         raise DataError(f"{results_dir}: no metrics.json files found (run the suite first)")
+    failures = collect_failures(results_dir)  # failed jobs keep their rows (0/N, k/N) and their reasons
+    expected_seeds = expected_seeds or len({r["seed"] for r in runs} | {f.seed for f in failures})
     out = results_dir / "report"
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
@@ -424,11 +459,15 @@ def write_report(results_dir: str | Path, expected_seeds: int | None = None, com
         atomic_write_text(out / name, text)
         written.append(out / name)
 
-    table = main_table(runs, expected_seeds, compare_paper)
+    table = add_failed_models(main_table(runs, expected_seeds, compare_paper), runs, failures, expected_seeds)
+    table = with_reference_rows(table, runs, METRICS)
     caption = "Log-likelihood of the sampled last frame (nats, mean ± std over seeds × samples)"
-    put("table.md", f"# {caption}\n\n" + table.to_markdown(disable_numparse=True) + "\n")
+    put("table.md", f"# {caption}\n\n" + table.to_markdown(disable_numparse=True) + "\n" + failures_note(failures, results_dir)
+        + horizon_footnote(table))
     put("table.csv", table.to_csv())
     put("table.tex", to_latex(table, caption))
+    for name, text in dynamics_files(runs).items():
+        put(name, text)
     seeds, spread = per_seed_tables(runs)
     put(
         "per_seed.md",
@@ -447,13 +486,20 @@ def write_report(results_dir: str | Path, expected_seeds: int | None = None, com
     written += figure_ll_bars(runs, figs / "fig4_ll", compare_paper)
     written += figure_training_curves(runs, figs / "training_curves")
     written += figure_rollouts(runs, figs / "fig3_rollouts")
+    written += write_significance(runs, out, baseline)
+    written += write_rollout_gifs(runs, figs)
     return written
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results_dir", nargs="?", help="a suite's results directory, e.g. results/quick")
+    parser.add_argument("other", nargs="?", help="with --compare: the second results directory (B)")
+    parser.add_argument("--compare", action="store_true", help="compare RESULTS_DIR (A) with OTHER (B) side by side")
+    parser.add_argument("--baseline", default=None, help="model the others are tested against in significance.md (default sqair)")
     parser.add_argument("--rollout", metavar="NPZ", help="instead: draw one rollout file (from `eval --rollout`)")
-    parser.add_argument("--out", metavar="STEM", help="with --rollout: output path without extension")
+    parser.add_argument(
+        "--out", metavar="PATH", help="with --rollout: output path without extension; with --compare: output directory"
+    )
     parser.add_argument("--compare-paper", action="store_true", help="add the R-SQAIR paper's numbers beside ours")
     parser.add_argument(
         "--expected-seeds", type=int, default=None, help="seeds each model should have (default: every seed found for any model)"
@@ -470,10 +516,18 @@ def command(args: argparse.Namespace) -> int:
             raise ConfigError(f"{path}: not a rollout file (expected frames, boxes, pres, n_observed arrays)")
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
+    if args.compare:
+        from rsqair_bench.compare import command as compare_command
+
+        return compare_command(args)
     if not args.results_dir:
         raise ConfigError("report: give a RESULTS_DIR (or --rollout NPZ)")
-    written = write_report(args.results_dir, args.expected_seeds, args.compare_paper)
+    if args.other:
+        raise ConfigError(f"report: a second directory ({args.other}) needs --compare")
+    written = write_report(args.results_dir, args.expected_seeds, args.compare_paper, args.baseline)
     out = Path(args.results_dir) / "report"
     print((out / "table.md").read_text())
     print(f"tables in {out}; figures in {out / 'figures'} ({sum(p.suffix == '.png' for p in written)} figures)")
+    gifs = sum(p.suffix == ".gif" for p in written)
+    print(f"significance against the baseline in {out / 'significance.md'}; {gifs} rollout GIFs")
     return 0

@@ -13,7 +13,6 @@ steps are parameters so tests can run the runner with fake ones.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import dataclasses
 import functools
 import hashlib
@@ -21,7 +20,9 @@ import importlib.metadata
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection as mp_connection
 import os
+import signal
 import sys
 import threading
 import time
@@ -34,6 +35,8 @@ from typing import Any, Literal
 from rsqair_bench.config import DataSetConfig, EvalConfig, EvalSplit, JobConfig, SuiteConfig, dump_yaml, load_config
 from rsqair_bench.errors import ConfigError
 from rsqair_bench.io import atomic_write_text
+from rsqair_bench.job_status import mark_phase
+from rsqair_bench.live_progress import LiveProgress, TrackedJob
 from rsqair_bench.progress import progress_enabled
 from rsqair_bench.suite import Job, expand_jobs, validate_suite
 
@@ -190,6 +193,7 @@ def execute_job(
         try:
             atomic_write_text(out / "config.yaml", dump_yaml(job.config))
             train_result = (train_fn or _default_train)(job.config, out, progress=progress)
+            mark_phase(out, "evaluating")  # for the live display; no-op without a status file
             splits = {}
             for key, split in job.eval.splits.items():
                 splits[key] = (eval_fn or _default_eval)(
@@ -251,25 +255,76 @@ def _crashed(job: Job, err: BaseException) -> JobOutcome:
 def run_local(
     jobs: list[Job], job_fn: Callable[[Job], JobOutcome], workers: int, threads: int | None, on_done: Callable[[JobOutcome], None]
 ) -> list[JobOutcome]:
-    """workers == 1: in this process, one after another; else a spawn process pool."""
+    """workers == 1: in this process, one after another; else one spawned process per job (`_run_isolated`)."""
     outcomes = []
     if workers == 1:
         for job in jobs:
             outcomes.append(job_fn(job))
             on_done(outcomes[-1])
         return outcomes
+    return _run_isolated(jobs, job_fn, workers, threads, on_done)
+
+
+def _job_process_main(job_fn: Callable[[Job], JobOutcome], job: Job, threads: int | None, parent: int, conn: Any) -> None:
+    """Entry of one job's process: run it and send the outcome back (job_fn never raises; be safe anyway)."""
+    _worker_init(threads, parent)
+    try:
+        outcome = job_fn(job)
+    except BaseException as err:  # noqa: BLE001 - reported to the parent as this job's failure
+        line = f"{type(err).__name__}: {err}".splitlines()[0]
+        outcome = JobOutcome(job.name, "failed", str(job.directory), error=line)
+    conn.send(outcome)
+    conn.close()
+
+
+def _collect(job: Job, proc: Any, conn: Any) -> JobOutcome:
+    """The outcome the job's process sent, or a crash record when it died without sending one."""
+    proc.join()
+    try:
+        if conn.poll():
+            return conn.recv()
+    except (EOFError, OSError):
+        pass
+    finally:
+        conn.close()
+    code = proc.exitcode
+    how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
+    return _crashed(job, ChildProcessError(f"job process {proc.pid} died ({how}) before reporting"))
+
+
+def _run_isolated(
+    jobs: list[Job], job_fn: Callable[[Job], JobOutcome], workers: int, threads: int | None,
+    on_done: Callable[[JobOutcome], None],
+) -> list[JobOutcome]:
+    """Each job in its own spawned process, at most `workers` at a time.
+
+    Why not a ProcessPoolExecutor: when one of its workers dies (SIGKILL, the OOM killer, a plugin
+    calling os._exit), it marks every pending job as failed with BrokenProcessPool. Here a process
+    that dies fails only its own job; the others finish, and a rerun retries only that one.
+    """
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, os.getpid())
-    ) as pool:
-        futures = {pool.submit(job_fn, job): job for job in jobs}
-        for fut in cf.as_completed(futures):
-            try:
-                outcome = fut.result()
-            except Exception as err:  # BrokenProcessPool and the like
-                outcome = _crashed(futures[fut], err)
-            outcomes.append(outcome)
-            on_done(outcome)
+    queue = list(jobs)
+    running: dict[int, tuple[Job, Any, Any]] = {}  # process sentinel -> (job, process, receiving end)
+    outcomes: list[JobOutcome] = []
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                job = queue.pop(0)
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_job_process_main, args=(job_fn, job, threads, os.getpid(), send),
+                                   name=f"rsqair job {job.name}")
+                proc.start()
+                send.close()  # the child holds the only sending end: EOF when it dies
+                running[proc.sentinel] = (job, proc, receive)
+            for sentinel in mp_connection.wait(list(running)):
+                outcome = _collect(*running.pop(sentinel))
+                outcomes.append(outcome)
+                on_done(outcome)
+    finally:  # interrupted: stop the jobs still running (their checkpoints stay; a rerun resumes them)
+        for _, proc, _ in running.values():
+            proc.terminate()
+        for _, proc, _ in running.values():
+            proc.join()
     return outcomes
 
 
@@ -352,7 +407,7 @@ def run_suite(
     executor == 'ray' (they are pickled into the workers).
     """
     out = out or sys.stdout
-    workers = workers or suite.workers
+    workers = suite.workers if workers is None else workers  # --workers 0 is an error, not "the suite's value"
     executor = executor or suite.executor
     if workers < 1:
         raise ConfigError(f"--workers: expected >= 1, found {workers}")
@@ -392,16 +447,12 @@ def run_suite(
     )
 
     in_process = executor == "local" and workers == 1
-    job_fn = functools.partial(
-        execute_job, progress=in_process and progress_enabled(), train_fn=train_fn, eval_fn=eval_fn, metrics_fn=metrics_fn
-    )
+    # no per-job tqdm bar: the live display below draws every job, in-process or not
+    job_fn = functools.partial(execute_job, progress=False, train_fn=train_fn, eval_fn=eval_fn, metrics_fn=metrics_fn)
     threads = suite.train.torch_threads or (max(1, (os.cpu_count() or 1) // workers) if not in_process else None)
 
-    bar = None
-    if progress_enabled():
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), initial=len(skipped), desc=f"{suite.name} jobs", unit="job", position=0)
+    tracked = [TrackedJob(j.name, j.directory, j.config.train.max_iterations) for j in todo]
+    display = LiveProgress(suite.name, tracked, total=len(jobs), already_done=len(skipped), out=out).start()
     finished = [len(skipped)]
 
     def on_done(outcome: JobOutcome) -> None:
@@ -415,12 +466,7 @@ def run_suite(
                 if outcome.status == "failed"
                 else f" ({outcome.error})"
             )
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(f"last: {outcome.name} {outcome.status}")
-            bar.write(msg, file=out)
-        else:
-            print(msg, file=out, flush=True)
+        display.finished(outcome.name, msg)
 
     try:
         if executor == "ray":
@@ -428,14 +474,13 @@ def run_suite(
         else:
             outcomes = run_local(todo, job_fn, workers, threads, on_done)
     finally:
-        if bar is not None:
-            bar.close()
+        display.stop()
     summary = RunSummary(skipped + outcomes)
 
     failed = [o for o in summary.outcomes if o.status == "failed"]
     locked = [o for o in summary.outcomes if o.status == "locked"]
     print(
-        f"{suite.name}: {summary.count('done')} done, {len(skipped)} skipped (already done), "
+        f"{suite.name}: {summary.count('done')} done, {summary.count('skipped')} skipped (already done), "
         f"{len(failed)} failed, {len(locked)} locked by another runner",
         file=out,
     )
@@ -447,7 +492,7 @@ def run_suite(
     if report and any(results_dir.glob("*/seed*/metrics.json")):
         from rsqair_bench.report import write_report
 
-        written = write_report(results_dir, expected_seeds=len(suite.seeds))
+        written = write_report(results_dir, expected_seeds=len(suite.seeds), baseline=suite.baseline)
         summary.report_dir = results_dir / "report"
         tables = ", ".join(p.name for p in written if p.parent == summary.report_dir and p.suffix != ".pdf")
         print(f"report: tables in {summary.report_dir} ({tables})", file=out)

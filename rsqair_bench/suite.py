@@ -13,7 +13,17 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
-from rsqair_bench.config import DataSetConfig, EvalConfig, JobConfig, SuiteConfig
+from rsqair_bench.config import (
+    DataSetConfig,
+    EvalConfig,
+    JobConfig,
+    SuiteConfig,
+    check_eval_config,
+    check_model_config,
+    check_relation_options,
+    check_train_config,
+)
+from rsqair_bench.data.limits import MAX_FRAMES, MAX_SEQUENCES, MAX_SIZE, MIN_SIZE
 from rsqair_bench.errors import ConfigError, RegistryError
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")  # what device.resolve_device accepts
@@ -78,6 +88,15 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
     for i, model in enumerate(suite.models):
         if model not in known:
             fail(f"models[{i}]", f"unknown model {model!r} (known: {', '.join(sorted(known))})")
+    if suite.baseline is not None and suite.baseline not in suite.models:
+        fail("baseline", f"expected one of the suite's models ({', '.join(suite.models)}), found {suite.baseline!r}")
+
+    # ranges: the same checks train_job makes, so a suite that validates does not fail at train time
+    check_model_config(suite.model_config, where)
+    check_train_config(suite.train, where)
+    check_eval_config(suite.eval, where)
+    for model in suite.models:
+        check_relation_options(model, suite.model_config, suite.plugins, where)
 
     # seeds
     if not suite.seeds:
@@ -105,8 +124,6 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
         fail("train.curriculum_max", f"{suite.train.curriculum_max} frames but data.{suite.train_data} has {train_ds.frames}")
 
     # evaluation
-    if suite.eval.samples < 1:
-        fail("eval.samples", f"expected >= 1, found {suite.eval.samples}")
     for key, sp in suite.eval.splits.items():
         k = f"eval.splits.{key}"
         if sp.data in suite.data:
@@ -125,6 +142,9 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
     # where and how to run
     if ".." in PurePath(suite.results).parts:
         fail("results", f"path {suite.results!r} escapes with '..' (expected a directory inside the project or an absolute path)")
+    blocker = _file_in_the_way(Path(suite.results) / suite.name)
+    if blocker is not None:
+        fail("results", f"{str(blocker)!r} is a file, expected a directory (or nothing) at {suite.results!r}/{suite.name}")
     if suite.workers < 1:
         fail("workers", f"expected >= 1, found {suite.workers}")
     if not _DEVICE.match(suite.device):
@@ -136,19 +156,29 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
     return suite
 
 
+def _file_in_the_way(directory: Path) -> Path | None:
+    """The first existing non-directory on the way to `directory` (results: pointing at a file), else None."""
+    for candidate in [*reversed(directory.parents), directory]:
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return None
+
+
 def _check_dataset(name: str, ds: DataSetConfig, fail) -> None:  # noqa: ANN001 - fail is the local closure
     k = f"data.{name}"
     if "/" in name or name in (".", ".."):
         fail(k, f"data set names must not contain '/', found {name!r}")
     if ds.balls not in ("4", "6-8"):
         fail(f"{k}.balls", f"expected '4' or '6-8', found {ds.balls!r}")
-    if ds.frames < 2:
-        fail(f"{k}.frames", f"expected >= 2, found {ds.frames}")
+    if not 2 <= ds.frames <= MAX_FRAMES:
+        fail(f"{k}.frames", f"expected between 2 and {MAX_FRAMES}, found {ds.frames}")
+    if not MIN_SIZE <= ds.size <= MAX_SIZE:
+        fail(f"{k}.size", f"expected between {MIN_SIZE} and {MAX_SIZE} pixels, found {ds.size}")
     if not ds.splits:
         fail(f"{k}.splits", "expected at least one split, found none")
     for split, n in ds.splits.items():
-        if n < 1:
-            fail(f"{k}.splits.{split}", f"expected >= 1 sequences, found {n}")
+        if not 1 <= n <= MAX_SEQUENCES:
+            fail(f"{k}.splits.{split}", f"expected between 1 and {MAX_SEQUENCES} sequences, found {n}")
 
 
 def expand_jobs(suite: SuiteConfig) -> list[Job]:

@@ -42,10 +42,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from rsqair_bench import checkpoint as ckpt
-from rsqair_bench.config import JobConfig, ModelConfig, TrainConfig, dump_yaml, load_config, to_dict
+from rsqair_bench.config import (
+    JobConfig,
+    ModelConfig,
+    TrainConfig,
+    check_job,
+    check_model_config,
+    check_train_config,
+    dump_yaml,
+    load_config,
+    to_dict,
+)
 from rsqair_bench.device import peak_memory_mb, resolve_device
-from rsqair_bench.errors import ConfigError, DataError, TrainingDiverged
-from rsqair_bench.io import atomic_write_text
+from rsqair_bench.errors import DataError, TrainingDiverged
+from rsqair_bench.io import atomic_write_text, directory_lock
+from rsqair_bench.job_status import StatusWriter
 from rsqair_bench.progress import progress_enabled
 from rsqair_bench.registry import count_parameters
 
@@ -257,23 +268,8 @@ def job_hash(job: JobConfig) -> str:
 
 
 def _validate_train_config(cfg: TrainConfig) -> None:
-    checks = [
-        ("particles", cfg.particles >= 1, ">= 1"),
-        ("batch_size", cfg.batch_size >= 1, ">= 1"),
-        ("learning_rate", cfg.learning_rate > 0, "> 0"),
-        ("max_iterations", cfg.max_iterations >= 1, ">= 1"),
-        ("curriculum_start", cfg.curriculum_start >= 1, ">= 1"),
-        ("curriculum_every", cfg.curriculum_every >= 1, ">= 1"),
-        ("curriculum_max", cfg.curriculum_max >= cfg.curriculum_start, ">= curriculum_start"),
-        ("checkpoint_every", cfg.checkpoint_every >= 1, ">= 1"),
-        ("log_every", cfg.log_every >= 1, ">= 1"),
-        ("early_stop_patience", cfg.early_stop_patience >= 0, ">= 0"),
-        ("max_nan_skips", cfg.max_nan_skips >= 0, ">= 0"),
-        ("validate_every", cfg.validate_every is None or cfg.validate_every >= 1, ">= 1 or null"),
-    ]
-    for key, ok, expected in checks:
-        if not ok:
-            raise ConfigError(f"train.{key}: expected {expected}, found {getattr(cfg, key)!r}")
+    """The same range checks `validate` makes (config.check_train_config), kept as a name for callers."""
+    check_train_config(cfg)
 
 
 def _trim_log(path: Path, keep_through: int) -> None:
@@ -291,6 +287,32 @@ def _trim_log(path: Path, keep_through: int) -> None:
                     continue
     lines = [",".join(LOG_COLUMNS)] + [",".join(r) for r in rows]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _is_nonfinite_distribution_error(err: ValueError) -> bool:
+    """torch.distributions' argument validation failing on NaN/inf parameters (e.g. after a huge learning rate)."""
+    text = str(err)
+    return "to satisfy the constraint" in text and "found invalid values" in text
+
+
+def _forward_or_none(model: nn.Module, x: torch.Tensor, particles: int, generator: torch.Generator) -> Any:
+    """The model's output, or None when a distribution inside it refused non-finite parameters.
+
+    Why: that ValueError (with a tensor dump) is the same event as a non-finite loss, so it must take the
+    same path: skipped while train.max_nan_skips allows, else one line and the last good checkpoint kept.
+    """
+    try:
+        return model(x, particles, generator=generator)
+    except ValueError as err:
+        if not _is_nonfinite_distribution_error(err):
+            raise
+        log.debug("non-finite distribution parameter: %s", str(err).splitlines()[0])
+        return None
+
+
+def _parameters_finite(model: nn.Module) -> bool:
+    """All parameters finite: a checkpoint is only written from a model that is."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def _tensorboard(out_dir: Path) -> Any:
@@ -317,6 +339,7 @@ def train_job(
     """
     out_dir = Path(out_dir)
     cfg = job.train
+    check_model_config(job.model_config)
     _validate_train_config(cfg)
     device = resolve_device(job.device)
     dataset_factory = dataset_factory or default_dataset_factory
@@ -400,6 +423,8 @@ def train_job(
             "kind": kind, "model_name": job.model, "model_config": to_dict(job.model_config),
             "model_config_hash": model_cfg_hash, "config_hash": jhash, "seed": job.seed, "plugins": list(job.plugins),
             "job": to_dict(job), "iteration": iteration, "seq_len": curriculum_length(max(iteration - 1, 0), cfg),
+            # the longest windows trained on so far: evaluation marks scores at longer T (docs/metrics.md)
+            "trained_horizon": curriculum_length(max(iteration - 1, 0), cfg),
             "best_score": stopper.best, "early_stopping": stopper.state_dict(), "nan_skips": nan_skips,
             "elapsed_seconds": elapsed, "step_seconds": step_seconds, "peak_memory_mb": result.peak_memory_mb,
             "finished": finished, "stopped_early": stopped_early, "log_window": dict(window),
@@ -428,6 +453,7 @@ def train_job(
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.max_iterations, initial=iteration, disable=not progress_enabled(progress), unit="it")
+    status = StatusWriter(out_dir, job.model, job.seed, cfg.max_iterations, iteration)  # for `run`'s live display
     log_fh = log_path.open("a", newline="")
     csv_out = csv.writer(log_fh)
     t_start = time.perf_counter() - elapsed
@@ -438,9 +464,9 @@ def train_job(
             seq_len = x.shape[1]
             lr = cfg.learning_rate * learning_rate_factor(iteration, cfg)
             x = x.to(device, non_blocking=True)  # [B, L, 1, H, W]
-            out = model(x, cfg.particles, generator=model_gen)
+            out = _forward_or_none(model, x, cfg.particles, model_gen)  # None: a distribution got NaN parameters
             optimizer.zero_grad(set_to_none=True)
-            loss_value = float(out.loss.detach())
+            loss_value = float(out.loss.detach()) if out is not None else float("nan")
             ok = math.isfinite(loss_value)
             if ok:
                 out.loss.backward()
@@ -461,7 +487,7 @@ def train_job(
                 bound_value = float("nan")
             else:
                 log_fh.flush()
-                what = "loss" if not math.isfinite(loss_value) else "gradient"
+                what = "a distribution parameter" if out is None else ("loss" if not math.isfinite(loss_value) else "gradient")
                 good = f"last good checkpoint {latest} kept" if latest.exists() else "no checkpoint written yet"
                 raise TrainingDiverged(
                     f"{out_dir}: {what} became non-finite ({loss_value}) at iteration {iteration + 1} "
@@ -479,6 +505,7 @@ def train_job(
                 window["count"] += 1
             elapsed = time.perf_counter() - t_start
             bar.update(1)
+            status.step(iteration, bound_value)
 
             if iteration % cfg.log_every == 0:
                 n = max(window["count"], 1)
@@ -494,8 +521,20 @@ def train_job(
                 t_window, window_steps = 0.0, 0
 
             done = iteration >= cfg.max_iterations
-            if iteration % validate_every == 0 or done:
-                score = validation_bound(model, val_ds, cfg.batch_size, cfg.particles, job.seed, device)
+            validating = iteration % validate_every == 0 or done
+            if (validating or iteration % cfg.checkpoint_every == 0 or iteration >= stop) and not _parameters_finite(model):
+                good = f"last good checkpoint {latest} kept" if latest.exists() else "no checkpoint written yet"
+                raise TrainingDiverged(
+                    f"{out_dir}: parameters became non-finite by iteration {iteration} "
+                    f"(train.learning_rate {cfg.learning_rate} too high?); {good}"
+                )
+            if validating:
+                try:
+                    score = validation_bound(model, val_ds, cfg.batch_size, cfg.particles, job.seed, device)
+                except ValueError as err:  # a distribution refused non-finite parameters: a non-finite score
+                    if not _is_nonfinite_distribution_error(err):
+                        raise
+                    score = float("nan")
                 improved = stopper.update(score, iteration)
                 log.info("iteration %d: validation bound %.3f (best %s, %d without improvement)",
                          iteration, score, stopper.best, stopper.bad_count)
@@ -516,6 +555,7 @@ def train_job(
     finally:
         log_fh.close()
         bar.close()
+        status.phase("training ended")
         if writer is not None:
             writer.close()
         torch.set_num_threads(old_threads)
@@ -540,7 +580,9 @@ def command(args: argparse.Namespace) -> int:
     job = load_config(JobConfig, args.config)
     if args.device:
         job = dataclasses.replace(job, device=args.device)
-    result = train_job(job, Path(args.out), progress=not args.no_progress)
+    check_job(job, f"{args.config}:")  # every range, before --out is touched
+    with directory_lock(Path(args.out)):  # the runner's lock: one trainer per job directory
+        result = train_job(job, Path(args.out), progress=not args.no_progress)
     how = "early-stopped" if result.stopped_early else "finished"
     print(
         f"{result.out_dir}: {how} at iteration {result.iterations}, best validation bound "

@@ -9,7 +9,7 @@ import torch
 
 from rsqair_bench.config import ModelConfig
 from rsqair_bench.models.relation import Relation
-from rsqair_bench.models.sqair import SQAIR, Objects, object_latent_dim
+from rsqair_bench.models.sqair import SQAIR, Objects, SlotNoise, object_latent_dim
 
 TINY = ModelConfig(max_objects=3, z_what=4, glimpse_size=8, n_hidden=32, image_size=50)
 
@@ -94,8 +94,9 @@ def test_absent_object_contributes_nothing_to_propagation_terms():
 
     def step_terms(objects: Objects):
         gamma, _ = model.relation(objects.latent(), objects.pres > 0, None)
-        prior = model.prop_prior(gamma, objects.pres, objects.prior)
-        _, terms = model.propagation(image, objects, gamma, prior, torch.Generator().manual_seed(11))
+        prior = model.prop_prior(gamma, objects.pres, objects.prior, objects.where, objects.what)
+        noise = SlotNoise.draw(k, n, cfg.z_what, image, torch.Generator().manual_seed(11))
+        _, terms = model.propagation(image, objects, gamma, prior, noise)
         return terms
 
     changed = dataclasses.replace(prev, what=prev.what.clone(), where=prev.where.clone())

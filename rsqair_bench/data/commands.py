@@ -17,11 +17,11 @@ import numpy as np
 from rsqair_bench.config import DataSetConfig
 from rsqair_bench.data.h5 import (
     SPLIT_NAMES,
+    checksum_reports,
     file_parameters,
     generate_file,
     open_h5,
     validate_split,
-    verify_checksums,
 )
 from rsqair_bench.data.physics import parse_balls
 from rsqair_bench.errors import ConfigError, DataError
@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--size", default="64", help="frame width and height in pixels (default 64)")
     gen.add_argument("--seed", default="0", help="seed; the file is a pure function of it (default 0)")
     gen.add_argument("--out", required=True, help="output .h5 path (its directory must exist)")
+    gen.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     gen.add_argument("--splits", default=None, help="explicit split sizes, e.g. training=800,validation=100,test=100")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
     ins = sub.add_parser(
@@ -109,7 +110,11 @@ def command(args: argparse.Namespace) -> int:
     if args.data_command == "generate":
         return _generate(args)
     if args.data_command == "inspect":
-        print(format_summary(inspect_file(args.file, verify=not args.no_verify)))
+        summary = inspect_file(args.file, verify=not args.no_verify)
+        print(format_summary(summary))
+        bad = [f"{split}: {d['checksum']}" for split, d in summary["splits"].items() if d.get("checksum_mismatch")]
+        if bad:
+            raise DataError(f"{args.file}: checksum mismatch, the data changed since it was written ({'; '.join(bad)})")
         return 0
     raise ConfigError(f"data: action {args.data_command!r} unknown, expected 'generate' or 'inspect'")
 
@@ -133,6 +138,8 @@ def _generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise DataError(f"{out}: is a directory, expected a file path for --out")
+    if out.exists() and not args.force:
+        raise DataError(f"{out}: already exists; pass --force to overwrite it, or choose another --out")
     path = generate_file(out, balls, splits, frames, size, seed, progress=not args.no_progress)
     print(f"wrote {path} ({', '.join(f'{k}={v}' for k, v in splits.items())}; {frames} frames, {size}x{size}, seed {seed})")
     return 0
@@ -149,7 +156,7 @@ def inspect_file(path: str | Path, verify: bool = True) -> dict[str, Any]:
             raise DataError(
                 f"{path}: no split found (top-level keys {sorted(f.keys())}), expected at least one of {list(SPLIT_NAMES)}"
             )
-        checks = verify_checksums(f, path) if verify else {}
+        checks = checksum_reports(f, path) if verify else {}
         summary: dict[str, Any] = {
             "file": str(path),
             "generator": str(f.attrs.get("generator", "unknown (not written by rsqair_bench)")),
@@ -173,7 +180,8 @@ def inspect_file(path: str | Path, verify: bool = True) -> dict[str, Any]:
                 "balls_max": balls_max,
                 "collision_frame_fraction": rate,
                 "collision_source": rate_source,
-                "checksum": checks.get(split, "absent") if verify else "not checked",
+                "checksum": checks[split].describe() if split in checks else ("absent" if verify else "not checked"),
+                "checksum_mismatch": bool(split in checks and checks[split].mismatched),
             }
     return summary
 

@@ -21,7 +21,10 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import threading
 import zlib
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from rsqair_bench import __version__
+from rsqair_bench.data import limits
 from rsqair_bench.data.physics import PhysicsParams, Trajectories, parse_balls, simulate_random
 from rsqair_bench.data.render import CONTACT_TOLERANCE_PX, Frames, RenderBuffers, render
-from rsqair_bench.errors import ConfigError, DataError
+from rsqair_bench.errors import ConfigError, DataError, OutputError
 from rsqair_bench.progress import progress_enabled
 
 log = logging.getLogger(__name__)
@@ -124,13 +128,29 @@ def _validate_request(path: Path, balls: str, splits: dict[str, int], frames: in
             raise ConfigError(f"{path}: split {name!r}: unknown, expected one of {list(SPLIT_NAMES)}")
         if not isinstance(count, (int, np.integer)) or count < 1:
             raise ConfigError(f"{path}: split {name!r}: found {count!r} sequences, expected a positive integer")
-    if frames < 1:
-        raise ConfigError(f"{path}: frames: found {frames}, expected a positive integer")
-    if size < 8:
-        raise ConfigError(f"{path}: size: found {size}, expected an integer >= 8 (pixels)")
+        if count > limits.MAX_SEQUENCES:
+            raise ConfigError(f"{path}: split {name!r}: found {count} sequences, expected at most {limits.MAX_SEQUENCES}")
+    if not 1 <= frames <= limits.MAX_FRAMES:
+        raise ConfigError(f"{path}: frames: found {frames}, expected an integer between 1 and {limits.MAX_FRAMES}")
+    if not limits.MIN_SIZE <= size <= limits.MAX_SIZE:
+        raise ConfigError(
+            f"{path}: size: found {size}, expected an integer between {limits.MIN_SIZE} and {limits.MAX_SIZE} (pixels)"
+        )
     parent = path.parent
     if not parent.is_dir():
         raise DataError(f"{path}: output directory {str(parent)!r} does not exist; expected an existing directory")
+
+
+def _check_resources(path: Path, balls: str, splits: dict[str, int], frames: int, size: int, chunk: int,
+                     params: PhysicsParams) -> None:
+    """Refuse, before allocating anything, a request that needs more memory or disk than this machine has."""
+    _, n_max = parse_balls(balls)
+    biggest = min(chunk, max(int(v) for v in splits.values()))
+    need = limits.generate_memory_bytes(biggest, frames, size, n_max, params.radius)
+    what = f"{path}: {biggest} sequences x {frames} frames of {size}x{size} pixels per chunk"
+    limits.check_memory(need, what, "use a smaller --size or --frames")
+    total = sum(int(v) for v in splits.values())
+    limits.check_disk(limits.generate_file_bytes(total, frames, n_max), path.parent, f"{path}: {total} sequences")
 
 
 def generate_file(
@@ -154,12 +174,14 @@ def generate_file(
     path = Path(path)
     _validate_request(path, balls, splits, frames, size)
     params = params or PhysicsParams()
+    _check_resources(path, balls, splits, frames, size, chunk, params)
     _, n_max = parse_balls(balls)
     parameters = {
         "balls": balls, "splits": {k: int(v) for k, v in splits.items()}, "frames": int(frames),
         "size": int(size), "seed": int(seed), "chunk": int(chunk), "physics": asdict(params),
         "contact_tolerance_px": CONTACT_TOLERANCE_PX, "compression": f"gzip-{COMPRESSION_LEVEL}",
     }
+    remove_orphan_temps(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     total = sum(int(v) for v in splits.values())
     bar = None
@@ -174,6 +196,7 @@ def generate_file(
     digests: dict[str, str] = {}
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h5-writer")
     pending: Future | None = None
+    restore_sigterm = _sigterm_raises()
     try:
         with h5py.File(tmp, "w") as f:
             step = 0
@@ -216,15 +239,68 @@ def generate_file(
             f.attrs["parameters"] = json.dumps(parameters, sort_keys=True)
             f.attrs["checksum"] = combine_digests(digests)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         pool.shutdown(wait=True)
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):  # full disk, read-only filesystem: one line, nothing left behind
+            reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+            raise OutputError(f"{path}: cannot write ({reason}); nothing was written") from None
         raise
     finally:
+        restore_sigterm()
         pool.shutdown(wait=True)
         if bar is not None:
             bar.close()
     return path
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived; raised in the main thread so the same cleanup as Ctrl-C runs (exit status 143)."""
+
+
+def _sigterm_raises() -> Callable[[], None]:
+    """Make SIGTERM raise `Terminated` (like SIGINT raises KeyboardInterrupt) until the returned function is called.
+
+    Why: the default SIGTERM action kills the process without running `finally`, leaving a temp file.
+    Only possible in the main thread; elsewhere this is a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(128 + signum)
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # pragma: no cover - e.g. an embedded interpreter
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_orphan_temps(path: Path) -> list[Path]:
+    """Delete `.NAME.tmp-PID` files beside `path` left by a generator that was killed (its PID is gone)."""
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid_text = tmp.name.rsplit("-", 1)[-1]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        try:
+            tmp.unlink()
+        except OSError:
+            continue
+        log.info("removed %s, left by an interrupted generator (process %s)", tmp, pid_text)
+        removed.append(tmp)
+    return removed
 
 
 def combine_digests(digests: dict[str, str]) -> str:
@@ -284,8 +360,10 @@ def validate_split(f: Any, path: str | Path, split: str, min_frames: int | None 
     dtypes: dict[str, str] = {}
     kinds = {"features": FEATURE_KINDS, "groups": GROUP_KINDS, "collisions": COLLISION_KINDS}
     for name in IMAGE_DATASETS:
-        if name not in g or not isinstance(g[name], h5py.Dataset):
+        if name not in g:
             raise DataError(f"{path}: {split}/{name} missing; found {sorted(g.keys())}, expected dataset {name!r}")
+        if not isinstance(g[name], h5py.Dataset):
+            raise DataError(f"{path}: {split}/{name} is a {type(g[name]).__name__}, expected a dataset [T, N, H, W, 1]")
         ds = g[name]
         shape = tuple(int(s) for s in ds.shape)
         if len(shape) != 5 or shape[4] != 1:
@@ -341,20 +419,48 @@ def _hash_dataset(ds: Any, axis: int, block: int = 256) -> str:
     return h.hexdigest()
 
 
-def verify_checksums(f: Any, path: str | Path) -> dict[str, str]:
-    """Per split: 'ok', 'mismatch (<datasets>)' or 'absent' (no stored checksums)."""
-    status: dict[str, str] = {}
+@dataclass
+class ChecksumReport:
+    """One split's checksum verification: which datasets matched, which did not, which carry no checksum."""
+
+    verified: list[str]
+    mismatched: list[str]
+    unchecked: list[str]
+
+    @property
+    def status(self) -> str:
+        """`ok`, `mismatch (...)` or `absent`, as verify_checksums reports it."""
+        if self.mismatched:
+            return f"mismatch ({', '.join(self.mismatched)})"
+        return "ok" if self.verified else "absent"
+
+    def describe(self) -> str:
+        """For `data inspect`: the status and the datasets it covers, e.g. `ok (verified: features, groups)`."""
+        if self.mismatched:
+            head = f"MISMATCH in {', '.join(self.mismatched)}"
+        elif not self.verified:
+            return "absent (no dataset carries a stored checksum)"
+        else:
+            head = "partial" if self.unchecked else "ok"
+        details = [f"verified: {', '.join(self.verified)}"] if self.verified else []
+        if self.unchecked:
+            details.append(f"no stored checksum: {', '.join(self.unchecked)}")
+        return f"{head} ({'; '.join(details)})"
+
+
+def checksum_reports(f: Any, path: str | Path) -> dict[str, ChecksumReport]:
+    """Per split: recompute each stored dataset checksum (sha256 attribute) and compare."""
+    reports: dict[str, ChecksumReport] = {}
     for split in f.keys():
         g = f[split]
         if not hasattr(g, "keys"):
             continue
-        bad: list[str] = []
-        stored_any = False
+        report = ChecksumReport([], [], [])
         for name in g.keys():
             stored = g[name].attrs.get("sha256")
             if stored is None:
+                report.unchecked.append(name)
                 continue
-            stored_any = True
             axis = SEQUENCE_AXIS.get(name, 1)
             try:
                 actual = _hash_dataset(g[name], axis)
@@ -363,7 +469,11 @@ def verify_checksums(f: Any, path: str | Path) -> dict[str, str]:
                                 "expected a complete file (truncated?)") from None
             if isinstance(stored, bytes):
                 stored = stored.decode()
-            if actual != stored:
-                bad.append(name)
-        status[split] = "absent" if not stored_any else ("ok" if not bad else f"mismatch ({', '.join(bad)})")
-    return status
+            (report.verified if actual == stored else report.mismatched).append(name)
+        reports[split] = report
+    return reports
+
+
+def verify_checksums(f: Any, path: str | Path) -> dict[str, str]:
+    """Per split: 'ok', 'mismatch (<datasets>)' or 'absent' (no stored checksums)."""
+    return {split: report.status for split, report in checksum_reports(f, path).items()}

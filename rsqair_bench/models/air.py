@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rsqair_bench.models.stn import extract_glimpse, render_glimpse, transform_where
+from rsqair_bench.models.stn import extract_glimpses, render_sum, transform_where
 
 # A presence logit this low means "absent with probability 1" (sqair ref: StepsPredictor masks with -88).
 MASKED_LOGIT = -88.0
@@ -44,9 +44,17 @@ def softplus_scale(raw: Tensor) -> Tensor:
     return F.softplus(raw) + 0.01
 
 
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
 def normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
-    """log N(x; loc, scale) summed over the last dimension."""
-    return torch.distributions.Normal(loc, scale, validate_args=False).log_prob(x).sum(-1)
+    """log N(x; loc, scale) summed over the last dimension.
+
+    Written out rather than through `torch.distributions.Normal`, whose construction and
+    argument broadcasting cost more operator calls than the density itself.
+    """
+    z = (x - loc) / scale
+    return (-0.5 * z * z - scale.log()).sum(-1) - _HALF_LOG_2PI * x.shape[-1]
 
 
 def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
@@ -62,6 +70,11 @@ def sample_normal(loc: Tensor, scale: Tensor, generator: torch.Generator | None)
 
 def sample_bernoulli(logits: Tensor, generator: torch.Generator | None) -> Tensor:
     uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    return bernoulli_from_uniform(logits, uniform)
+
+
+def bernoulli_from_uniform(logits: Tensor, uniform: Tensor) -> Tensor:
+    """A Bernoulli(sigmoid(logits)) draw from pre-drawn U(0, 1) noise (same shape)."""
     return (uniform < torch.sigmoid(logits)).to(logits.dtype)
 
 
@@ -125,9 +138,13 @@ class GlimpseEncoder(nn.Module):
         self.head = GaussianHead(hiddens[-1], z_what)
 
     def forward(self, image: Tensor, where_raw: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        # image [N, 1, H, W], where_raw [N, 4] -> loc, scale [N, z_what]
+        """image [N, 1, H, W]; where_raw [N, 4] or [N, K, 4] (K boxes per image, one grid_sample);
+        mask like the glimpses, [N, (K,) g*g] -> loc, scale [N, (K,) z_what]."""
         size = (self.glimpse_size, self.glimpse_size)
-        glimpse = extract_glimpse(image, transform_where(where_raw), size).flatten(1)  # [N, g*g]
+        boxes = where_raw if where_raw.dim() == 3 else where_raw.unsqueeze(1)  # [N, K, 4]
+        glimpse = extract_glimpses(image, transform_where(boxes), size).flatten(2)  # [N, K, g*g]
+        if where_raw.dim() == 2:
+            glimpse = glimpse.squeeze(1)
         if mask is not None:
             glimpse = glimpse * mask
         return self.head(self.net(glimpse))
@@ -150,12 +167,8 @@ class GlimpseDecoder(nn.Module):
         # what [N, K, Dw], where_raw [N, K, 4], pres [N, K] -> canvas [N, 1, H, W]
         n, k = pres.shape
         g, size = self.glimpse_size, (self.image_size, self.image_size)
-        glimpses = self.net(what.flatten(0, 1)).view(n * k, 1, g, g) * self.output_scale
-        where = transform_where(where_raw.flatten(0, 1))
-        # Render glimpses and their footprints in one call: channel 0 the glimpse, channel 1 ones.
-        both = render_glimpse(torch.cat([glimpses, torch.ones_like(glimpses)], 1), where, size)
-        both = both.view(n, k, 2, *size) * pres.view(n, k, 1, 1, 1)
-        objects, footprint = both.sum(1).split(1, dim=1)  # [N, 1, H, W] each
+        glimpses = self.net(what).view(n, k, g, g) * self.output_scale
+        objects, footprint = render_sum(glimpses, transform_where(where_raw), pres, size)  # [N, 1, H, W] each
         soft_mask = torch.sigmoid(-10.0 + 20.0 * footprint)
         return objects + self.mean_image * soft_mask
 

@@ -29,27 +29,41 @@ class PropagationPrior(nn.Module):
     """p^P(z_t^P | gamma_t): a GRU per object (weights shared) on gamma_t -> presence, where, what.
 
     In plain SQAIR gamma_t = z_{t-1} (the reference feeds [what, where]); R-SQAIR feeds the
-    relational module's output instead (paper eq. 3). Locations are absolute, not deltas (sqair ref).
+    relational module's output instead (paper eq. 3), which always contains z_{t-1} (see
+    docs/adding-a-baseline.md). Two readouts, chosen by `model_config.prop_prior`:
+    - "rnn" (sqair ref default, `propagate.py` type 'rnn'): absolute where/what locations;
+    - "residual" (ours, after the reference's GuidedWalkPropagatePrior): where_loc = where_{t-1} + delta
+      and what_loc = what_{t-1} + delta, with the delta rows of the readout initialised to zero, so
+      the untrained prior predicts "nothing moves" (copy-last) instead of a centred box.
     """
 
-    def __init__(self, gamma_dim: int, z_what: int, hidden: int, step_bias: float) -> None:
+    def __init__(self, gamma_dim: int, z_what: int, hidden: int, step_bias: float, residual: bool = False) -> None:
         super().__init__()
         self.z_what = z_what
+        self.residual = residual
         self.cell = nn.GRUCell(gamma_dim, hidden)
         self.init_state = nn.Parameter(torch.zeros(hidden))
         self.readout = linear(hidden, 1 + 2 * (4 + z_what))
         self.step_bias = step_bias
+        if residual:
+            with torch.no_grad():
+                self.readout.weight[1:1 + 4 + z_what].zero_()  # loc rows: delta starts at exactly 0
 
     def initial_state(self, n: int, k: int) -> Tensor:
         return self.init_state.expand(n, k, -1)
 
-    def forward(self, gamma: Tensor, prev_pres: Tensor, state: Tensor) -> PropPriorOutput:
-        # gamma [N, K, G], prev_pres [N, K], state [N, K, H]
+    def forward(self, gamma: Tensor, prev_pres: Tensor, state: Tensor, prev_where: Tensor | None = None,
+                prev_what: Tensor | None = None) -> PropPriorOutput:
+        # gamma [N, K, G], prev_pres [N, K], state [N, K, H], prev_where [N, K, 4], prev_what [N, K, Dw]
         n, k, _ = gamma.shape
         new_state = self.cell(gamma.flatten(0, 1), state.flatten(0, 1))
         out = self.readout(new_state).view(n, k, -1)
         z = self.z_what
         logit, where_loc, what_loc, where_raw, what_raw = out.split([1, 4, z, 4, z], dim=-1)
+        if self.residual:
+            if prev_where is None or prev_what is None:
+                raise ValueError("the residual propagation prior needs the previous where and what")
+            where_loc, what_loc = prev_where + where_loc, prev_what + what_loc
         logit = logit.squeeze(-1) + self.step_bias
         logit = prev_pres * logit + (1.0 - prev_pres) * MASKED_LOGIT
         return PropPriorOutput(
@@ -95,16 +109,19 @@ class DiscoveryPrior(nn.Module):
         return log_probs.gather(1, n_disc.long().unsqueeze(1)).squeeze(1)
 
     def where_log_prob(self, where: Tensor, cond: Tensor, expected_prop: Tensor) -> Tensor:
-        # where [N, K, 4] (raw), teacher-forced over slots -> [N, K]
+        # where [N, K, 4] (raw), teacher-forced over slots -> [N, K]. Teacher forcing makes every
+        # input known up front: the input projections and the readout run once for all slots, and
+        # only h_k = tanh(W_ih x_k + b_ih + W_hh h_{k-1} + b_hh) (nn.RNNCell's update) runs per slot.
+        n, k = where.shape[:2]
         h = self.h0(torch.cat([cond, expected_prop], dim=-1))
-        x = self.x0.expand(where.shape[0], 4)
-        out = []
-        for k in range(where.shape[1]):
-            h = self.cell(x, h)
-            loc, raw = self.readout(h).chunk(2, dim=-1)
-            out.append(normal_log_prob(where[:, k], loc, softplus_scale(raw)))
-            x = where[:, k]
-        return torch.stack(out, dim=1)
+        inputs = torch.cat([self.x0.expand(n, 1, 4), where[:, :-1]], dim=1)  # [N, K, 4]
+        projected = F.linear(inputs, self.cell.weight_ih, self.cell.bias_ih)  # [N, K, hidden]
+        states = []
+        for i in range(k):
+            h = torch.tanh(projected[:, i] + F.linear(h, self.cell.weight_hh, self.cell.bias_hh))
+            states.append(h)
+        loc, raw = self.readout(torch.stack(states, dim=1)).chunk(2, dim=-1)  # [N, K, 4] each
+        return normal_log_prob(where, loc, softplus_scale(raw))
 
     @staticmethod
     def what_log_prob(what: Tensor) -> Tensor:

@@ -5,12 +5,14 @@ discovery (DISC) conditioned on propagated objects -> merge (present first, trun
 render. Structure and defaults follow akosiorek/sqair (see docs/sqair.md for every departure).
 
 Shapes: B batch, P particles, N = B*P (particle p of sequence b at row b*P + p), T frames,
-K object slots, Dw = z_what, H hidden. Python loops run only over time and object slots.
+K object slots, Dw = z_what, H hidden. Python loops run only over time and, where a choice
+depends on the previous slot's sample (explaining away, AIR), over object slots.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +24,7 @@ from rsqair_bench.models.air import (
     GlimpseEncoder,
     PresenceHead,
     WhereHead,
+    bernoulli_from_uniform,
     bernoulli_log_prob,
     gather_slots,
     init_bias,
@@ -76,6 +79,10 @@ class Objects:
     def latent(self) -> Tensor:
         return torch.cat([self.what, self.where, self.pres.unsqueeze(-1)], dim=-1)  # [N, K, Dw + 5]
 
+    def absent_like(self) -> Objects:
+        """The same slots with nothing present (what discovery yields when it is off)."""
+        return dataclasses.replace(self, pres=torch.zeros_like(self.pres), ids=torch.full_like(self.ids, -1))
+
 
 @dataclass
 class StepTerms:
@@ -102,9 +109,36 @@ def _slots_cat(a: State, b: State) -> State:
     return torch.cat([a, b], dim=1)
 
 
+@dataclass
+class SlotNoise:
+    """Standard noise for one step's K sequential slot choices, drawn in two calls per step.
+
+    Drawing it up front (instead of one draw per slot) keeps the slot loop free of RNG calls, which
+    is what lets `torch.compile` fuse a slot step; the draws are i.i.d., so the distribution of
+    every latent is unchanged (tests/test_step_speed.py checks this and the exact gradients).
+    """
+
+    normal: Tensor  # [K, N, 4 + Dw] N(0, 1): where noise then what noise
+    uniform: Tensor  # [K, N] U(0, 1) for presence
+
+    @staticmethod
+    def draw(k: int, n: int, dw: int, like: Tensor, generator: torch.Generator | None) -> SlotNoise:
+        opts = dict(generator=generator, device=like.device, dtype=like.dtype)
+        return SlotNoise(torch.randn((k, n, 4 + dw), **opts), torch.rand((k, n), **opts))
+
+
+def _stack(rows: list[tuple[Tensor, ...]]) -> list[Tensor]:
+    """Per-slot tuples of [N, ...] tensors -> one [N, K, ...] tensor per tuple position."""
+    return [torch.stack(column, 1) for column in zip(*rows)]
+
+
 class Propagation(nn.Module):
     """PROP posterior q^P(z_t^i | gamma_t^i, h_t^i): runs over the previous objects in slot order
-    (a vanilla RNN core for explaining away) with a temporal GRU per object (sqair ref: PropagationCore)."""
+    (a vanilla RNN core for explaining away) with a temporal GRU per object (sqair ref: PropagationCore).
+
+    Everything that depends only on the previous step (glimpse masks, proposal boxes and their
+    glimpse features) is computed for all slots at once; only the explaining-away chain runs per slot.
+    """
 
     def __init__(self, cfg: ModelConfig, gamma_dim: int, encoder: GlimpseEncoder) -> None:
         super().__init__()
@@ -124,63 +158,64 @@ class Propagation(nn.Module):
         with torch.no_grad():
             self.gates.bias.fill_(1.0)  # sqair ref
         self.pres_head = PresenceHead(h + h + dw, cfg.prop_step_bias)
+        self.slot_step = maybe_compile(self._slot_step, cfg.compile)
 
     def forward(
-        self, image: Tensor, prev: Objects, gamma: Tensor, prior: PropPriorOutput, generator: torch.Generator | None
+        self, image: Tensor, prev: Objects, gamma: Tensor, prior: PropPriorOutput, noise: SlotNoise
     ) -> tuple[Objects, StepTerms]:
         n, k = prev.pres.shape
         dw = prev.what.shape[-1]
+        mask = torch.sigmoid(self.mask_net(prev.temporal))  # [N, K, g*g]
+        proposal = prev.where + 0.1 * self.where_bias_net(prev.temporal)  # [N, K, 4]
+        features, _ = self.encoder(image, proposal, mask)  # [N, K, Dw], one grid_sample for all slots
         h = self.core_init.expand(n, -1)
-        step_what = prev.what.new_zeros(n, dw)
-        step_where = prev.what.new_zeros(n, 4)
-        step_pres = prev.what.new_zeros(n, 1)
-        out_what, out_where, out_pres, out_temporal = [], [], [], []
-        log_q = log_p = log_q_discrete = prev.what.new_zeros(n)
+        carry = prev.what.new_zeros(n, dw + 4 + 1)  # the previous slot's [what, where, pres], zero if absent
+        rows = []
         for i in range(k):
-            s = prev.temporal[:, i]
-            was = prev.pres[:, i]
-            mask = torch.sigmoid(self.mask_net(s))
-            proposal = prev.where[:, i] + 0.1 * self.where_bias_net(s)
-            feature, _ = self.encoder(image, proposal, mask)
-            h_new = self.core(torch.cat([feature, step_what, step_where, step_pres, gamma[:, i], s], -1), h)
-            # Explaining away runs over objects alive at t-1 only: an absent slot leaves the core untouched.
-            h = torch.where(was.unsqueeze(-1) > 0, h_new, h)
-            delta, where_scale = self.where_head(torch.cat([h, prev.where[:, i], s], -1))
-            where_loc = prev.where[:, i] + delta
-            where = sample_normal(where_loc, where_scale, generator)
-            glimpse_loc, glimpse_scale = self.encoder(image, where, mask)
-            s_new = self.temporal(torch.cat([h, where, glimpse_loc, glimpse_scale], -1), s)
-            temporal_loc, temporal_raw = self.what_head(s_new).chunk(2, -1)
-            temporal_scale = torch.nn.functional.softplus(temporal_raw) + 0.01
-            f, gi, gt = (0.9999 * torch.sigmoid(self.gates(s_new))).chunk(3, -1)
-            what_loc = f * prev.what[:, i] + (1 - gi) * glimpse_loc + (1 - gt) * temporal_loc
-            what_scale = (1 - gi) * glimpse_scale + (1 - gt) * temporal_scale
-            what = sample_normal(what_loc, what_scale, generator)
-            logit = self.pres_head(torch.cat([h, s, what], -1), was)
-            pres = sample_bernoulli(logit, generator) * was
+            h, carry, *out = self.slot_step(
+                image, h, carry, features[:, i], gamma[:, i], prev.temporal[:, i], prev.where[:, i],
+                prev.what[:, i], prev.pres[:, i], mask[:, i], noise.normal[i], noise.uniform[i])
+            rows.append(tuple(out))
+        where, where_loc, where_scale, what, what_loc, what_scale, logit, pres, temporal = _stack(rows)
 
-            both = was * pres
-            log_q = log_q + both * (normal_log_prob(what, what_loc, what_scale)
-                                    + normal_log_prob(where, where_loc, where_scale))
-            log_p = log_p + both * (normal_log_prob(what, prior.what_loc[:, i], prior.what_scale[:, i])
-                                    + normal_log_prob(where, prior.where_loc[:, i], prior.where_scale[:, i]))
-            pres_q = was * bernoulli_log_prob(pres, logit)
-            log_q = log_q + pres_q
-            log_q_discrete = log_q_discrete + pres_q
-            log_p = log_p + was * bernoulli_log_prob(pres, prior.pres_logit[:, i])
-
-            step_what, step_where, step_pres = what * both.unsqueeze(-1), where * both.unsqueeze(-1), both.unsqueeze(-1)
-            out_what.append(what)
-            out_where.append(where)
-            out_pres.append(pres)
-            out_temporal.append(s_new)
+        was = prev.pres
+        both = was * pres  # [N, K]
+        log_q = (both * (normal_log_prob(what, what_loc, what_scale)
+                         + normal_log_prob(where, where_loc, where_scale))).sum(1)
+        log_p = (both * (normal_log_prob(what, prior.what_loc, prior.what_scale)
+                         + normal_log_prob(where, prior.where_loc, prior.where_scale))).sum(1)
+        pres_q = (was * bernoulli_log_prob(pres, logit)).sum(1)
+        log_p = log_p + (was * bernoulli_log_prob(pres, prior.pres_logit)).sum(1)
         objects = Objects(
-            what=torch.stack(out_what, 1), where=torch.stack(out_where, 1), pres=torch.stack(out_pres, 1),
-            temporal=torch.stack(out_temporal, 1), prior=prior.state,
-            ids=torch.where(torch.stack(out_pres, 1) > 0, prev.ids, torch.full_like(prev.ids, -1)),
-            relation=prev.relation,
+            what=what, where=where, pres=pres, temporal=temporal, prior=prior.state,
+            ids=torch.where(pres > 0, prev.ids, torch.full_like(prev.ids, -1)), relation=prev.relation,
         )
-        return objects, StepTerms(log_q, log_p, log_q_discrete)
+        return objects, StepTerms(log_q + pres_q, log_p, pres_q)
+
+    def _slot_step(self, image: Tensor, h: Tensor, carry: Tensor, feature: Tensor, gamma: Tensor, s: Tensor,
+                   prev_where: Tensor, prev_what: Tensor, was: Tensor, mask: Tensor, normal: Tensor,
+                   uniform: Tensor) -> tuple[Tensor, ...]:
+        """One object of the explaining-away chain; every tensor is [N, ...] for slot i."""
+        dw = prev_what.shape[-1]
+        h_new = self.core(torch.cat([feature, carry, gamma, s], -1), h)
+        # Explaining away runs over objects alive at t-1 only: an absent slot leaves the core untouched.
+        h = torch.where(was.unsqueeze(-1) > 0, h_new, h)
+        delta, where_scale = self.where_head(torch.cat([h, prev_where, s], -1))
+        where_loc = prev_where + delta
+        where = where_loc + where_scale * normal[:, :4]
+        glimpse_loc, glimpse_scale = self.encoder(image, where, mask)
+        s_new = self.temporal(torch.cat([h, where, glimpse_loc, glimpse_scale], -1), s)
+        temporal_loc, temporal_raw = self.what_head(s_new).chunk(2, -1)
+        temporal_scale = torch.nn.functional.softplus(temporal_raw) + 0.01
+        f, gi, gt = (0.9999 * torch.sigmoid(self.gates(s_new))).chunk(3, -1)
+        what_loc = f * prev_what + (1 - gi) * glimpse_loc + (1 - gt) * temporal_loc
+        what_scale = (1 - gi) * glimpse_scale + (1 - gt) * temporal_scale
+        what = what_loc + what_scale * normal[:, 4:4 + dw]
+        logit = self.pres_head(torch.cat([h, s, what], -1), was)
+        pres = bernoulli_from_uniform(logit, uniform) * was
+        both = (was * pres).unsqueeze(-1)
+        carry = torch.cat([what * both, where * both, both], -1)
+        return h, carry, where, where_loc, where_scale, what, what_loc, what_scale, logit, pres, s_new
 
 
 class Discovery(nn.Module):
@@ -199,6 +234,7 @@ class Discovery(nn.Module):
         self.core_init = nn.Parameter(torch.zeros(h))
         self.where_head = WhereHead(h, hiddens, cfg.transform_var_bias)
         self.pres_head = PresenceHead(h + dw, cfg.disc_step_bias)
+        self.slot_step = maybe_compile(self._slot_step, cfg.compile)
 
     def summarise(self, propagated: Objects) -> Tensor:
         # [N, K, ...] -> [N, H]: sum of an MLP over present propagated objects
@@ -206,36 +242,78 @@ class Discovery(nn.Module):
         return (feats * propagated.pres.unsqueeze(-1)).sum(1)
 
     def forward(
-        self, image: Tensor, cond: Tensor, allowed: Tensor, slots: int, generator: torch.Generator | None
+        self, image: Tensor, img: Tensor, cond: Tensor, allowed: Tensor, slots: int, noise: SlotNoise
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Returns what [N,K,Dw], where [N,K,4], pres [N,K], log_q_continuous [N,K] (unmasked),
+        """image [N, 1, H, W] and its encoding img [N, H] (computed for all frames at once by the caller).
+        Returns what [N,K,Dw], where [N,K,4], pres [N,K], log_q_continuous [N,K] (unmasked),
         log_q_discrete [N]. `allowed` [N] is how many objects may still be discovered."""
         n = image.shape[0]
-        dw = self.z_what
         h = self.core_init.expand(n, -1)
-        img = self.image_encoder(image.flatten(1))
-        what, where = image.new_zeros(n, dw), image.new_zeros(n, 4)
+        what, where = image.new_zeros(n, self.z_what), image.new_zeros(n, 4)
         pres = image.new_ones(n)
-        out_what, out_where, out_pres, out_lq = [], [], [], []
-        log_q_discrete = image.new_zeros(n)
+        slot_open = (allowed.unsqueeze(1) > torch.arange(slots, device=image.device)).to(image.dtype)  # [N, K]
+        rows = []
         for k in range(slots):
-            h = self.core(torch.cat([img, cond, what, where, pres.unsqueeze(-1)], -1), h)
-            where_loc, where_scale = self.where_head(h)
-            where = sample_normal(where_loc, where_scale, generator)
-            what_loc, what_scale = self.encoder(image, where)
-            what = sample_normal(what_loc, what_scale, generator)
-            gate = pres * (allowed > k).to(pres.dtype)  # stay absent once absent; respect the slot cap
-            logit = self.pres_head(torch.cat([h, what], -1), gate)
-            new_pres = sample_bernoulli(logit, generator) * gate
-            # Only steps reached while still present are random; later ones are absent with probability 1.
-            log_q_discrete = log_q_discrete + pres * bernoulli_log_prob(new_pres, logit)
-            pres = new_pres
-            out_lq.append(normal_log_prob(what, what_loc, what_scale) + normal_log_prob(where, where_loc, where_scale))
-            out_what.append(what)
-            out_where.append(where)
-            out_pres.append(pres)
-        stack = lambda xs: torch.stack(xs, 1)  # noqa: E731
-        return stack(out_what), stack(out_where), stack(out_pres), stack(out_lq), log_q_discrete
+            before = pres
+            h, where, where_loc, where_scale, what, what_loc, what_scale, logit, pres = self.slot_step(
+                image, h, img, cond, what, where, pres, slot_open[:, k], noise.normal[k], noise.uniform[k])
+            rows.append((where, where_loc, where_scale, what, what_loc, what_scale, logit, pres, before))
+        where, where_loc, where_scale, what, what_loc, what_scale, logit, pres, before = _stack(rows)
+        log_q_cont = normal_log_prob(what, what_loc, what_scale) + normal_log_prob(where, where_loc, where_scale)
+        # Only steps reached while still present are random; later ones are absent with probability 1.
+        log_q_discrete = (before * bernoulli_log_prob(pres, logit)).sum(1)
+        return what, where, pres, log_q_cont, log_q_discrete
+
+    def _slot_step(self, image: Tensor, h: Tensor, img: Tensor, cond: Tensor, what: Tensor, where: Tensor,
+                   pres: Tensor, slot_open: Tensor, normal: Tensor, uniform: Tensor) -> tuple[Tensor, ...]:
+        """One AIR step; `what`, `where`, `pres` are the previous slot's sample, every tensor [N, ...]."""
+        h = self.core(torch.cat([img, cond, what, where, pres.unsqueeze(-1)], -1), h)
+        where_loc, where_scale = self.where_head(h)
+        where = where_loc + where_scale * normal[:, :4]
+        what_loc, what_scale = self.encoder(image, where)
+        what = what_loc + what_scale * normal[:, 4:]
+        gate = pres * slot_open  # stay absent once absent; respect the slot cap
+        logit = self.pres_head(torch.cat([h, what], -1), gate)
+        new_pres = bernoulli_from_uniform(logit, uniform) * gate
+        return h, where, where_loc, where_scale, what, what_loc, what_scale, logit, new_pres
+
+
+@dataclass
+class Trace:
+    """What `_run` leaves behind: per-frame outputs, the weights, and the state after the last frame."""
+
+    canvas: Tensor  # [N, T, 1, H, W] Gaussian means of the rendered frames
+    what: Tensor  # [N, T, K, Dw]
+    where: Tensor  # [N, T, K, 4] raw where logits
+    pres: Tensor  # [N, T, K]
+    ids: Tensor  # [N, T, K] long
+    log_w: Tensor  # [N] sum over frames of log p(x, z) - log q(z | x)
+    log_q_discrete: Tensor  # [N]
+    objects: Objects  # state after the last frame, carried into prediction
+    last_id: Tensor  # [N] largest object id used so far
+
+    def rows(self, index: Tensor) -> Trace:
+        """The trace of the particles in `index` [M] (rows of N): importance resampling picks these."""
+        obj = self.objects
+        objects = Objects(
+            what=obj.what[index], where=obj.where[index], pres=obj.pres[index], temporal=obj.temporal[index],
+            prior=obj.prior[index], ids=obj.ids[index], relation=_slots_map(lambda s: s[index], obj.relation),
+        )
+        return Trace(self.canvas[index], self.what[index], self.where[index], self.pres[index], self.ids[index],
+                     self.log_w[index], self.log_q_discrete[index], objects, self.last_id[index])
+
+
+def maybe_compile(fn, enabled: bool):
+    """torch.compile for a slot step when `model_config.compile` is set; the plain function otherwise.
+
+    Shapes are static within a run (dynamic=False): one compilation per (N, K), reused over time
+    steps and slots. On CUDA, mode "reduce-overhead" adds CUDA graphs, which remove the per-kernel
+    launch cost that dominates this model's small operations.
+    """
+    if not enabled:
+        return fn
+    mode = "reduce-overhead" if torch.cuda.is_available() else "default"
+    return torch.compile(fn, dynamic=False, mode=mode)
 
 
 class SQAIR(nn.Module):
@@ -250,7 +328,7 @@ class SQAIR(nn.Module):
         self.propagation = Propagation(config, relation.out_dim, encoder)
         self.discovery = Discovery(config, encoder)
         self.prop_prior = PropagationPrior(relation.out_dim, config.z_what, config.n_hidden,
-                                           config.prop_prior_step_bias)
+                                           config.prop_prior_step_bias, residual=config.prop_prior == "residual")
         self.disc_prior = DiscoveryPrior(config.n_hidden, config.max_objects, config.scale_prior,
                                          config.shift_prior, config.where_prior_std)
         self.decoder = GlimpseDecoder(config.z_what, hiddens, config.glimpse_size, config.image_size,
@@ -262,20 +340,33 @@ class SQAIR(nn.Module):
     ) -> SQAIROutput:
         """x: [B, T, 1, H, W] in [0, 1]. The loss is divided by T as in the reference (targets.py)."""
         b, t = x.shape[:2]
-        log_w, log_q_discrete, frames = self._run(x, particles, generator, max_objects, n_observed=t)
-        pres = frames[3]  # [N, T, K]
-        log_w = log_w.view(b, particles)
-        loss, bound = sqair_loss(log_w, log_q_discrete.view(b, particles))
-        num_present = pres.sum(-1).view(b, particles, t)
+        trace = self._run(x, particles, generator, max_objects or self.config.max_objects)
+        log_w = trace.log_w.view(b, particles)
+        loss, bound = sqair_loss(log_w, trace.log_q_discrete.view(b, particles), variant=self.config.vimco)
+        num_present = trace.pres.sum(-1).view(b, particles, t)
         return SQAIROutput(loss=loss / t, iwae_bound=bound, log_weights=log_w, num_present=num_present)
 
     @torch.no_grad()
     def generate(
-        self, x: Tensor, n_observed: int, max_objects: int | None = None, generator: torch.Generator | None = None
+        self, x: Tensor, n_observed: int, max_objects: int | None = None, generator: torch.Generator | None = None,
+        particles: int = 1,
     ) -> Generation:
-        """Infer frames 1..n_observed, then sample the rest from the propagation prior with discovery off."""
-        _, _, frames = self._run(x, 1, generator, max_objects, n_observed=n_observed)
-        canvas, what, where, pres, ids = frames
+        """Infer frames 1..n_observed with `particles` posterior particles, keep one particle per
+        sequence drawn by its importance weight (sqair ref: model.py resamples before predicting),
+        then sample frames n_observed+1..T from the propagation prior with discovery off.
+        Frames after n_observed never enter the weights."""
+        b, t = x.shape[:2]
+        if not 1 <= n_observed <= t:
+            raise ValueError(f"n_observed must be in 1..{t}, found {n_observed}")
+        k = max_objects or self.config.max_objects
+        trace = self._run(x[:, :n_observed], particles, generator, k)
+        if particles > 1:
+            probs = torch.softmax(trace.log_w.view(b, particles), dim=-1)  # [B, P]
+            pick = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
+            trace = trace.rows(torch.arange(b, device=x.device) * particles + pick)
+        canvas, what, where, pres, ids = self._predict(trace.objects, trace.last_id, t - n_observed, k, generator)
+        canvas, what, where, pres, ids = (torch.cat([a, c], 1) for a, c in zip(
+            (trace.canvas, trace.what, trace.where, trace.pres, trace.ids), (canvas, what, where, pres, ids)))
         h, w = x.shape[-2:]
         where_c = transform_where(where)
         return Generation(frames=canvas, what=what, where=where_c, pres=pres,
@@ -283,7 +374,9 @@ class SQAIR(nn.Module):
 
     def pixel_log_likelihood(self, x: Tensor, frames: Tensor) -> Tensor:
         """Per-pixel log N(x; frames, output_std^2), same shape as x."""
-        return torch.distributions.Normal(frames, self.config.output_std).log_prob(x)
+        std = self.config.output_std
+        z = (x - frames) / std
+        return -0.5 * z * z - math.log(std) - 0.5 * math.log(2.0 * math.pi)
 
     # ------------------------------------------------------------------ internals
     def _initial_objects(self, n: int, k: int, device: torch.device) -> Objects:
@@ -296,64 +389,81 @@ class SQAIR(nn.Module):
             relation=self.relation.initial_state(n, k, device),
         )
 
-    def _run(self, x: Tensor, particles: int, generator, max_objects: int | None, n_observed: int):
+    def _noise(self, k: int, n: int, like: Tensor, generator) -> SlotNoise:
+        return SlotNoise.draw(k, n, self.config.z_what, like, generator)
+
+    def _run(self, x: Tensor, particles: int, generator, k: int) -> Trace:
+        """Posterior over every frame of x [B, T, 1, H, W] with `particles` particles (N = B * P rows)."""
         b, t = x.shape[:2]
-        k = max_objects or self.config.max_objects
         xs = x.repeat_interleave(particles, dim=0)  # [N, T, 1, H, W]
         n = xs.shape[0]
+        # The discovery image encoding depends on the frame only: once per sequence and frame, not per particle.
+        encoded = self.discovery.image_encoder(x.flatten(2)).repeat_interleave(particles, dim=0)  # [N, T, H]
         objects = self._initial_objects(n, k, x.device)
         fresh = self._initial_objects(n, k, x.device)  # templates for newly discovered objects
         last_id = torch.full((n,), -1, dtype=torch.long, device=x.device)
-        log_w = xs.new_zeros(n)
-        log_q_discrete = xs.new_zeros(n)
-        nothing = StepTerms(xs.new_zeros(n), xs.new_zeros(n), xs.new_zeros(n))  # a step with no random choices
+        log_w = log_q_discrete = xs.new_zeros(n)
         per_frame = []
         for step in range(t):
             image = xs[:, step]
-            observe = step < n_observed
             if step == 0:
-                propagated = fresh
-                terms = nothing
-                expected = xs.new_zeros(n, 1)
+                propagated, terms, expected = fresh, None, xs.new_zeros(n, 1)
             else:
-                gamma, rel_state = self.relation(objects.latent(), objects.pres > 0, objects.relation)
-                objects.relation = rel_state
-                prior = self.prop_prior(gamma, objects.pres, objects.prior)
+                gamma, prior = self._prior(objects)
                 # Expected propagated count under the prior conditions the count prior (sqair ref).
                 expected = (torch.sigmoid(prior.pres_logit) - 0.5).sum(1, keepdim=True) / k
-                if observe:
-                    propagated, terms = self.propagation(image, objects, gamma, prior, generator)
-                else:
-                    propagated = self._sample_prior(objects, prior, generator)
-                    terms = nothing
-
-            if observe:
-                disc, disc_terms = self._discover(image, propagated, expected, k, step, generator)
-            else:  # generation: discovery is off (sqair ref: do_generate)
-                disc = dataclasses.replace(fresh)  # a copy: ids are assigned below
-                disc_terms = nothing
+                propagated, terms = self.propagation(image, objects, gamma, prior, self._noise(k, n, xs, generator))
+            disc, disc_terms = self._discover(image, encoded[:, step], propagated, expected, k, step, generator)
             disc.ids = torch.where(disc.pres > 0, last_id.unsqueeze(1) + disc.pres.long().cumsum(1), disc.ids)
             last_id = last_id + disc.pres.long().sum(1)
             objects = self._merge(propagated, disc, k)
-
             canvas = self.decoder(objects.what, objects.where, objects.pres)
             log_px = self.pixel_log_likelihood(image, canvas).flatten(1).sum(1)
-            log_w = log_w + log_px + terms.log_p + disc_terms.log_p - terms.log_q - disc_terms.log_q
-            log_q_discrete = log_q_discrete + terms.log_q_discrete + disc_terms.log_q_discrete
+            log_w = log_w + log_px + disc_terms.log_p - disc_terms.log_q
+            log_q_discrete = log_q_discrete + disc_terms.log_q_discrete
+            if terms is not None:
+                log_w = log_w + terms.log_p - terms.log_q
+                log_q_discrete = log_q_discrete + terms.log_q_discrete
             per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids))
+        canvas, what, where, pres, ids = (torch.stack(f, 1) for f in zip(*per_frame))  # each [N, T, ...]
+        return Trace(canvas, what, where, pres, ids, log_w, log_q_discrete, objects, last_id)
 
-        frames = tuple(torch.stack(f, 1) for f in zip(*per_frame))  # each [N, T, ...]
-        return log_w, log_q_discrete, frames  # frames: (canvas, what, where, pres, ids), each [N, T, ...]
+    def _prior(self, objects: Objects) -> tuple[Tensor, PropPriorOutput]:
+        """gamma_t = Gamma(z_{t-1}) and the propagation prior it conditions (paper eq. 3)."""
+        gamma, objects.relation = self.relation(objects.latent(), objects.pres > 0, objects.relation)
+        return gamma, self.prop_prior(gamma, objects.pres, objects.prior, objects.where, objects.what)
 
-    def _discover(self, image, propagated: Objects, expected: Tensor, k: int, step: int, generator):
+    def _predict(self, objects: Objects, last_id: Tensor, steps: int, k: int, generator) -> tuple[Tensor, ...]:
+        """Sample `steps` frames from the propagation prior, discovery off (sqair ref: do_generate).
+
+        Returns canvas, what, where, pres, ids, each [N, steps, ...]."""
+        per_frame = []
+        for _ in range(steps):
+            _, prior = self._prior(objects)
+            propagated = self._sample_prior(objects, prior, generator)
+            objects = self._merge(propagated, propagated.absent_like(), k)  # packs present first
+            canvas = self.decoder(objects.what, objects.where, objects.pres)
+            per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids))
+        if not per_frame:
+            n = last_id.shape[0]
+            hw = (self.config.image_size, self.config.image_size)
+            empty = objects.what.new_zeros
+            return (empty(n, 0, 1, *hw), empty(n, 0, k, self.config.z_what), empty(n, 0, k, 4), empty(n, 0, k),
+                    objects.ids.new_zeros(n, 0, k))
+        return tuple(torch.stack(f, 1) for f in zip(*per_frame))
+
+    def _discover(self, image, encoded: Tensor, propagated: Objects, expected: Tensor, k: int, step: int,
+                  generator) -> tuple[Objects, StepTerms]:
         cond = self.discovery.summarise(propagated)
         allowed = k - propagated.pres.sum(1)
-        what, where, pres, log_q_cont, log_q_disc = self.discovery(image, cond, allowed, k, generator)
+        n = image.shape[0]
+        noise = self._noise(k, n, image, generator)
+        what, where, pres, log_q_cont, log_q_disc = self.discovery(image, encoded, cond, allowed, k, noise)
         log_p_cont = self.disc_prior.what_log_prob(what) + self.disc_prior.where_log_prob(where, cond, expected)
         n_disc = pres.sum(1)
         log_p = (pres * log_p_cont).sum(1) + self.disc_prior.count_log_prob(n_disc, expected, step, k)
         log_q = (pres * log_q_cont).sum(1) + log_q_disc
-        n, hidden = pres.shape[0], self.config.n_hidden
+        hidden = self.config.n_hidden
         disc = Objects(
             what=what, where=where, pres=pres,
             temporal=self.propagation.temporal_init.expand(n, k, hidden),

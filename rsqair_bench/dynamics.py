@@ -1,0 +1,124 @@
+"""Per-split accumulators for the dynamics measures: reference predictors and object-ball matching.
+
+Why a separate module: `evaluate.evaluate_checkpoint` loops over batches of one split; these two
+scorers take each batch (and the model's Generation) and turn the sums into the `references` and
+`matching` blocks of metrics.json (definitions: docs/metrics.md). Frame indices below are 0-based:
+frame T of the docs is index T-1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from rsqair_bench.ball_states import BallStates
+from rsqair_bench.matching import ERROR_CAP_PX, MATCH_RADIUS_PX, ErrorTally, InferredTally, box_centres, visible_balls
+from rsqair_bench.references import REFERENCES, reference_centres, reference_frames
+
+DYNAMIC_REFERENCES = ("copy_last", "const_velocity")  # the references that predict object centres
+
+
+def _visible(groups: Tensor, n_balls: int) -> np.ndarray:
+    """groups [B, T, 1, H, W] -> [B, T, n] bool: ball k has a pixel in the crop."""
+    return visible_balls(groups[:, :, 0].cpu().numpy(), n_balls)
+
+
+class ReferenceScorer:
+    """Data LL and relational LL of every reference predictor, plus the dynamic ones' centre error."""
+
+    def __init__(self, states: BallStates | None, std: float) -> None:
+        self.states = states
+        self.std = std
+        self.sums = {name: np.zeros(2) for name in REFERENCES}  # [data LL, relational LL] summed over sequences
+        self.errors = {name: ErrorTally() for name in DYNAMIC_REFERENCES}
+        self.sequences = 0
+
+    def add(self, x: Tensor, groups: Tensor, collisions: Tensor, index: np.ndarray) -> None:
+        """x, groups, collisions: [B, T, 1, H, W] of the batch; index [B]: its sequence numbers."""
+        from rsqair_bench.evaluate import data_log_likelihood, relational_log_likelihood  # evaluate imports us
+
+        target = x[:, -1]  # [B, 1, H, W]
+        for name, pred in reference_frames(x, self.states, index).items():
+            if pred is None:
+                continue
+            rel, _ = relational_log_likelihood(target, pred, groups[:, -1], collisions[:, -1], self.std)
+            self.sums[name] += [float(data_log_likelihood(target, pred, self.std).double().sum()),
+                                float(rel.double().sum())]
+        self.sequences += x.shape[0]
+        if self.states is not None:
+            self._add_errors(groups, index, x.shape[1])
+
+    def _add_errors(self, groups: Tensor, index: np.ndarray, frames: int) -> None:
+        states = self.states
+        assert states is not None
+        visible = _visible(groups, states.active.shape[1])  # [B, T, n]
+        truth = states.centres_px(states.positions[index, frames - 1])  # [B, n, 2] balls at frame T
+        predicted = reference_centres(states, index, frames)  # name -> [B, n, 2]
+        present = {"copy_last": visible[:, frames - 2], "const_velocity": states.active[index]}  # [B, n] each
+        for b in range(len(index)):
+            balls = truth[b][visible[b, frames - 1]]
+            for name in DYNAMIC_REFERENCES:
+                self.errors[name].add(predicted[name][b][present[name][b]], balls)
+
+    def result(self) -> dict[str, Any]:
+        """The `references` block: name -> {data_ll, relational_ll[, centre_error_px]}, or None if unavailable."""
+        out: dict[str, Any] = {}
+        for name in REFERENCES:
+            if name == "const_velocity" and self.states is None:
+                out[name] = None
+                continue
+            data_ll, rel_ll = self.sums[name] / max(self.sequences, 1)
+            out[name] = {"data_ll": float(data_ll), "relational_ll": float(rel_ll)}
+            if name in self.errors:
+                out[name]["centre_error_px"] = self.errors[name].mean() if self.states is not None else None
+        return out
+
+
+class MatchingScorer:
+    """Object-ball matching on the inferred frames and the prior's centre error on the sampled frame."""
+
+    def __init__(self, states: BallStates, samples: int) -> None:
+        self.states = states
+        self.samples = samples
+        self.inferred = InferredTally()
+        self.sampled = InferredTally()  # coverage/duplicates of the prior's objects at frame T
+        self.prior = [ErrorTally() for _ in range(samples)]
+
+    def add(self, boxes: Tensor, pres: Tensor, groups: Tensor, index: np.ndarray) -> None:
+        """boxes [B*S, T, K, 4] px and pres [B*S, T, K] of a Generation (row b*S + s = sample s of
+        sequence b); groups [B, T, 1, H, W]; index [B] sequence numbers."""
+        states = self.states
+        centres = box_centres(boxes.detach().cpu().numpy())  # [B*S, T, K, 2]
+        present = pres.detach().cpu().numpy() > 0.5  # [B*S, T, K]
+        visible = _visible(groups, states.active.shape[1])  # [B, T, n]
+        truth = states.centres_px(states.positions[index])  # [B, T, n, 2]
+        last = centres.shape[1] - 1
+        for row in range(centres.shape[0]):
+            b, s = divmod(row, self.samples)
+            for t in range(last):
+                self.inferred.add(centres[row, t][present[row, t]], truth[b, t][visible[b, t]])
+            objects, balls = centres[row, last][present[row, last]], truth[b, last][visible[b, last]]
+            self.sampled.add(objects, balls)
+            self.prior[s].add(objects, balls)
+
+    def result(self) -> dict[str, Any]:
+        """The `matching` block of metrics.json."""
+        per_sample = [tally.mean() for tally in self.prior]
+        known = [v for v in per_sample if v is not None]
+        sampled = self.sampled.summary()
+        return {
+            "radius_px": MATCH_RADIUS_PX,
+            "error_cap_px": ERROR_CAP_PX,
+            "inferred": self.inferred.summary(),
+            "sampled": {
+                "centre_error_px": {
+                    "mean": float(np.mean(known)) if known else None,
+                    "std": float(np.std(known)) if known else None,
+                    "per_sample": per_sample,
+                },
+                "coverage": sampled["coverage"],
+                "duplicates": sampled["duplicates"],
+            },
+        }

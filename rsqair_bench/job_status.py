@@ -1,0 +1,126 @@
+"""A job's live status: `status.json` in its directory, written by the worker, read by the runner's display.
+
+Why a file and not a queue: the same job function runs in-process, in a spawn pool and on
+Ray workers; a file in the job directory needs no channel set up by the executor, survives
+a worker crash (the display shows the last state), and costs one small atomic write per
+second at most. Writing it never raises and never touches the model, the data or any
+random-number generator, so progress cannot change results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+MIN_INTERVAL_S = 1.0  # at most one write per second per job
+RATE_SMOOTHING = 0.3  # weight of the newest it/s measurement (exponential moving average)
+
+
+@dataclass
+class JobStatus:
+    model: str
+    seed: int
+    phase: str  # training | evaluating | finished
+    iteration: int
+    max_iterations: int
+    bound: float | None = None  # mean training IWAE bound since the previous write (nats per sequence)
+    it_per_s: float | None = None  # wall-clock iterations per second, validation included
+    updated: float = 0.0  # time.time() of the write
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds to max_iterations at the current rate (an upper bound: early stopping may end sooner)."""
+        if not self.it_per_s or self.it_per_s <= 0:
+            return None
+        return max(0, self.max_iterations - self.iteration) / self.it_per_s
+
+
+def _write(path: Path, status: JobStatus) -> None:
+    """Atomic, without fsync (the file is ephemeral); failures are logged, never raised."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(asdict(status)))
+        os.replace(tmp, path)
+    except OSError as err:
+        log.debug("%s: status not written (%s)", path, err)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def read_status(path: Path) -> JobStatus | None:
+    """The status in `path`, or None when it is missing, half-written or of another shape."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return JobStatus(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+class StatusWriter:
+    """Called every training step; writes status.json when MIN_INTERVAL_S has passed since the last write."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        model: str,
+        seed: int,
+        max_iterations: int,
+        iteration: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        min_interval: float = MIN_INTERVAL_S,
+    ) -> None:
+        self.path = Path(out_dir) / STATUS_FILE
+        self.clock = clock
+        self.min_interval = min_interval
+        self.status = JobStatus(model, int(seed), "training", int(iteration), int(max_iterations))
+        self._last_time = clock()
+        self._last_iteration = int(iteration)
+        self._bound_sum, self._bound_count = 0.0, 0
+        self._flush()
+
+    def step(self, iteration: int, bound: float | None = None) -> None:
+        if bound is not None and math.isfinite(bound):
+            self._bound_sum += float(bound)
+            self._bound_count += 1
+        now = self.clock()
+        if now - self._last_time < self.min_interval:
+            self.status.iteration = int(iteration)
+            return
+        rate = (iteration - self._last_iteration) / (now - self._last_time)
+        old = self.status.it_per_s
+        self.status.it_per_s = rate if old is None else RATE_SMOOTHING * rate + (1 - RATE_SMOOTHING) * old
+        self.status.iteration = int(iteration)
+        if self._bound_count:
+            self.status.bound = self._bound_sum / self._bound_count
+        self._bound_sum, self._bound_count = 0.0, 0
+        self._last_time, self._last_iteration = now, int(iteration)
+        self._flush()
+
+    def phase(self, phase: str) -> None:
+        self.status.phase = phase
+        self._flush()
+
+    def _flush(self) -> None:
+        self.status.updated = time.time()
+        _write(self.path, self.status)
+
+
+def mark_phase(out_dir: Path, phase: str) -> None:
+    """Set the phase of an existing status file (e.g. `evaluating` once training returned)."""
+    path = Path(out_dir) / STATUS_FILE
+    status = read_status(path)
+    if status is not None:
+        status.phase = phase
+        status.updated = time.time()
+        _write(path, status)

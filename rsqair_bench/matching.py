@@ -1,0 +1,114 @@
+"""Object-ball matching: does each visible ball have exactly one object on it, and how far off?
+
+Why: pixel sums cannot tell "one duplicate plus one missed ball" from a correct scene (the count
+is still right), nor a prior that predicts positions 3 px off from one that learned nothing.
+Matching the model's present objects to the true balls per frame, by box centre against ball
+centre with the Hungarian algorithm (scipy's `linear_sum_assignment`), measures both directly.
+Definitions and the radius/cap choices: docs/metrics.md, "Object-ball matching".
+
+All coordinates are continuous pixels of the cropped frame, (x, y), 0 at the top-left edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+MATCH_RADIUS_PX = 5.0  # an object "is on" a ball when its box centre is within this of the ball's centre
+ERROR_CAP_PX = 10.0  # prior centre error: a ball with no object, or one farther than this, counts as this
+_FORBIDDEN = 1e6  # cost of a pair beyond the radius: larger than any sum of allowed costs
+
+
+def visible_balls(groups: np.ndarray, n_balls: int) -> np.ndarray:
+    """groups [..., H, W] int ids (0 background, k + 1 for ball k) -> [..., n_balls] bool: any pixel visible."""
+    lead = groups.shape[:-2]
+    flat = groups.reshape(-1, groups.shape[-2] * groups.shape[-1]).astype(np.int64)  # [F, HW]
+    seen = np.zeros((flat.shape[0], n_balls + 1), dtype=bool)
+    rows = np.repeat(np.arange(flat.shape[0]), flat.shape[1])
+    seen[rows, np.clip(flat.reshape(-1), 0, n_balls)] = True
+    return seen[:, 1:].reshape(*lead, n_balls)
+
+
+def _distances(objects: np.ndarray, balls: np.ndarray) -> np.ndarray:
+    """objects [K, 2], balls [n, 2] -> [K, n] Euclidean distances in px."""
+    return np.sqrt(((objects[:, None, :] - balls[None, :, :]) ** 2).sum(-1))
+
+
+def match_within_radius(objects: np.ndarray, balls: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-to-one pairs (object, ball) closer than `radius`: as many pairs as possible, then the
+    smallest total distance. Returns (object indices, ball indices, distances), each [M]."""
+    if len(objects) == 0 or len(balls) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    dist = _distances(objects, balls)  # [K, n]
+    rows, cols = linear_sum_assignment(np.where(dist <= radius, dist, _FORBIDDEN))
+    keep = dist[rows, cols] <= radius
+    return rows[keep], cols[keep], dist[rows[keep], cols[keep]]
+
+
+def capped_ball_errors(objects: np.ndarray, balls: np.ndarray, cap: float) -> np.ndarray:
+    """Per ball [n]: distance to the object assigned to it (Hungarian on min(distance, cap)), or
+    `cap` when it got none or a farther one. Bounded, so one lost ball cannot dominate the mean."""
+    errors = np.full(len(balls), cap)
+    if len(objects) and len(balls):
+        cost = np.minimum(_distances(objects, balls), cap)  # [K, n]
+        rows, cols = linear_sum_assignment(cost)
+        errors[cols] = cost[rows, cols]
+    return errors
+
+
+@dataclass
+class InferredTally:
+    """Running sums over inferred frames; `summary` turns them into the reported fractions."""
+
+    visible: int = 0  # visible balls
+    covered: int = 0  # visible balls with an object within the radius
+    present: int = 0  # present objects
+    duplicates: int = 0  # unmatched objects within the radius of a ball (a second object on it)
+    error_sum: float = 0.0  # px, over matched pairs
+    radius: float = MATCH_RADIUS_PX
+
+    def add(self, objects: np.ndarray, balls: np.ndarray) -> None:
+        """One frame: objects [K, 2] (present only), balls [n, 2] (visible only)."""
+        rows, _, dist = match_within_radius(objects, balls, self.radius)
+        self.visible += len(balls)
+        self.covered += len(rows)
+        self.present += len(objects)
+        self.error_sum += float(dist.sum())
+        if len(objects) and len(balls):
+            unmatched = np.setdiff1d(np.arange(len(objects)), rows)
+            near = (_distances(objects[unmatched], balls) <= self.radius).any(1)
+            self.duplicates += int(near.sum())
+
+    def summary(self) -> dict[str, float | int | None]:
+        return {
+            "coverage": self.covered / self.visible if self.visible else None,
+            "duplicates": self.duplicates / self.present if self.present else 0.0,
+            "centre_error_px": self.error_sum / self.covered if self.covered else None,
+            "visible_balls": self.visible,
+            "present_objects": self.present,
+        }
+
+
+@dataclass
+class ErrorTally:
+    """Running sum of capped per-ball centre errors at the sampled frame."""
+
+    error_sum: float = 0.0
+    balls: int = 0
+    cap: float = ERROR_CAP_PX
+
+    def add(self, objects: np.ndarray, balls: np.ndarray) -> None:
+        errors = capped_ball_errors(objects, balls, self.cap)
+        self.error_sum += float(errors.sum())
+        self.balls += len(balls)
+
+    def mean(self) -> float | None:
+        return self.error_sum / self.balls if self.balls else None
+
+
+def box_centres(boxes: np.ndarray) -> np.ndarray:
+    """boxes [..., 4] (x0, y0, x1, y1) px -> centres [..., 2] (x, y)."""
+    return 0.5 * (boxes[..., :2] + boxes[..., 2:])

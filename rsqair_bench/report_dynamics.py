@@ -1,0 +1,142 @@
+"""Report parts for learned dynamics: reference-predictor rows, the dynamics table, horizon marks.
+
+Why: a model's sampled-frame log-likelihood is meaningful only between the reference predictors
+(docs/metrics.md), so the main table and Figure 4 carry them; the object-ball matching numbers
+(coverage, duplicates, centre errors) get their own table because they do not depend on pixel
+sums. Everything comes from metrics.json (`references`, `matching`, `beyond_trained_horizon`);
+runs written before these existed simply have no reference rows or dynamics columns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rsqair_bench.references import LABELS, REFERENCES
+
+MISSING = "—"
+HORIZON_MARK = "†"
+HORIZON_NOTE = (f"{HORIZON_MARK} scored at more frames T than the checkpoint was trained on "
+                "(curriculum length below T); see docs/metrics.md")
+REFERENCE_STYLE = {"empty": ":", "copy_last": "--", "const_velocity": "-.", "perfect": "-"}
+
+
+def reference_label(name: str) -> str:
+    """Row label of a reference predictor, e.g. 'reference: copy-last'."""
+    return f"reference: {LABELS[name]}"
+
+
+def reference_value(runs: list[dict], split: str, name: str, key: str) -> float | None:
+    """A reference's `key` on `split`, averaged over the runs that have it (they score the same
+    sequences, so the values agree); None when no run has it."""
+    values = []
+    for r in runs:
+        ref = ((r["splits"].get(split) or {}).get("references") or {}).get(name) or {}
+        if ref.get(key) is not None:
+            values.append(float(ref[key]))
+    return float(np.mean(values)) if values else None
+
+
+def has_references(runs: list[dict]) -> bool:
+    return any((s or {}).get("references") for r in runs for s in r["splits"].values())
+
+
+def with_reference_rows(table: pd.DataFrame, runs: list[dict], metrics: dict[str, str]) -> pd.DataFrame:
+    """Append one row per reference predictor to the main table (columns '<metric name> <split>')."""
+    if not has_references(runs):
+        return table
+    splits = {s for r in runs for s in r["splits"]}
+    rows = []
+    for name in REFERENCES:
+        row = {}
+        for column in table.columns:
+            row[column] = MISSING
+            for metric, label in metrics.items():
+                split = column[len(label) + 1:] if column.startswith(f"{label} ") else None
+                if split in splits:
+                    value = reference_value(runs, split, name, metric)
+                    row[column] = MISSING if value is None else f"{value:.2f}"
+        rows.append(pd.Series(row, name=reference_label(name)))
+    out = pd.concat([table, pd.DataFrame(rows)])
+    out.index.name = table.index.name
+    return out
+
+
+def horizon_footnote(table: pd.DataFrame) -> str:
+    """The note explaining HORIZON_MARK, when some cell of `table` carries it; else ''."""
+    marked = any(HORIZON_MARK in str(v) for v in table.to_numpy().ravel())
+    return f"\n{HORIZON_NOTE}\n" if marked else ""
+
+
+def horizon_mark(runs: list[dict], split: str) -> str:
+    """' †' when any of the runs scored `split` past its trained horizon, else ''."""
+    beyond = any((r["splits"].get(split) or {}).get("beyond_trained_horizon") for r in runs)
+    return f" {HORIZON_MARK}" if beyond else ""
+
+
+def _seed_values(runs: list[dict], split: str, section: str, key: str) -> list[float]:
+    """One value per run of matching[section][key] on `split` (skipping runs without it)."""
+    out = []
+    for r in runs:
+        value = (((r["splits"].get(split) or {}).get("matching") or {}).get(section) or {}).get(key)
+        if isinstance(value, (int, float)):
+            out.append(float(value))
+    return out
+
+
+def _prior_errors(runs: list[dict], split: str) -> list[float]:
+    """Seeds x samples values of the prior's centre error at frame T."""
+    out = []
+    for r in runs:
+        entry = ((((r["splits"].get(split) or {}).get("matching") or {}).get("sampled") or {})
+                 .get("centre_error_px") or {})
+        out.extend(float(v) for v in entry.get("per_sample") or [] if v is not None)
+    return out
+
+
+def _cell(values: list[float], digits: int) -> str:
+    if not values:
+        return MISSING
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return f"{arr.mean():.{digits}f} ± {std:.{digits}f}"
+
+
+def dynamics_table(runs: list[dict], models: list[str], grouped: dict[str, list[dict]],
+                   labels: dict[str, str], splits: list[str]) -> pd.DataFrame:
+    """Object-ball matching per model and split (mean ± std over seeds; the prior's centre error
+    over seeds x samples), with copy-last and const-velocity centre errors as reference rows."""
+    splits = [s for s in splits if any((r["splits"].get(s) or {}).get("matching") for r in runs)]
+    if not splits:
+        return pd.DataFrame()
+    rows = []
+    for model in models:
+        mruns = grouped[model]
+        row: dict[str, str] = {"model": labels[model]}
+        for split in splits:
+            mark = horizon_mark(mruns, split)
+            row[f"coverage {split}"] = _cell(_seed_values(mruns, split, "inferred", "coverage"), 3)
+            row[f"duplicates {split}"] = _cell(_seed_values(mruns, split, "inferred", "duplicates"), 3)
+            row[f"centre err. px {split}"] = _cell(_seed_values(mruns, split, "inferred", "centre_error_px"), 2)
+            prior = _cell(_prior_errors(mruns, split), 2)
+            row[f"prior centre err. px (frame T) {split}"] = prior + (mark if prior != MISSING else "")
+        rows.append(row)
+    for name in ("copy_last", "const_velocity"):
+        row = {"model": reference_label(name)}
+        for split in splits:
+            for key in ("coverage", "duplicates", "centre err. px"):
+                row[f"{key} {split}"] = MISSING
+            value = reference_value(runs, split, name, "centre_error_px")
+            row[f"prior centre err. px (frame T) {split}"] = MISSING if value is None else f"{value:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def draw_reference_lines(ax: Any, runs: list[dict], split: str, metric: str) -> None:
+    """Horizontal lines at each reference predictor's value on one Figure 4 panel."""
+    for name in REFERENCES:
+        value = reference_value(runs, split, name, metric)
+        if value is not None:
+            ax.axhline(value, color="0.25", linestyle=REFERENCE_STYLE[name], linewidth=1, label=LABELS[name])

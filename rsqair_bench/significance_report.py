@@ -1,0 +1,37 @@
+"""report/significance.{md,csv}: every model against the suite's baseline (statistics in significance.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rsqair_bench import report, significance
+from rsqair_bench.io import atomic_write_text
+
+DEFAULT_BASELINE = "sqair"
+
+
+def resolve_baseline(requested: str | None, models: list[str]) -> str:
+    """The suite's `baseline`, else `sqair` when the suite has it, else the first model of the table."""
+    if requested:
+        return requested
+    return DEFAULT_BASELINE if DEFAULT_BASELINE in models or not models else models[0]
+
+
+def write_significance(runs: list[dict[str, Any]], out: Path, baseline: str | None = None) -> list[Path]:
+    models = report._ordered_models(runs)
+    grouped = report._by_model(runs)
+    labels = {m: report._label(m, grouped[m]) for m in models}
+    base = resolve_baseline(baseline, models)
+    if base in grouped:
+        table = significance.significance_table(runs, base, models, report._ordered_splits(runs), labels)
+        caption = significance.caption(labels[base], table)
+        body = table.to_markdown(index=False, disable_numparse=True) if len(table) else "no other model to compare"
+    else:
+        table = significance.comparison_rows([])
+        caption = f"No significance tests: the baseline model {base!r} has no finished seed in this directory"
+        body = report.MISSING
+    paths = [out / "significance.md", out / "significance.csv"]
+    atomic_write_text(paths[0], f"# Significance against {labels.get(base, base)}\n\n{caption}\n\n{body}\n")
+    atomic_write_text(paths[1], table.to_csv(index=False))
+    return paths
