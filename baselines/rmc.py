@@ -12,7 +12,9 @@ with two changes that make the rows *objects*:
   initial memory (SQAIR reuses slots for newly discovered objects).
 
 The initial memory is zeros (Sonnet uses an identity matrix, which would break permutation
-equivariance across slots). gamma_k is memory row k after the step (out_dim = mem_size).
+equivariance across slots). gamma_k is [z_k; memory row k after the step] (out_dim = D + mem_size):
+every relation's gamma starts with z_{t-1} (docs/adding-a-baseline.md), so the prior never loses the
+object's own state. Before this rule the RMC passed only its memory.
 Parameter formula: docs/params.md.
 """
 
@@ -21,49 +23,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rsqair_bench.models.attention import MaskedMultiHeadAttention
 from rsqair_bench.models.relation import Relation, State
 from rsqair_bench.registry import register_relation
-
-
-class MaskedMultiHeadAttention(nn.Module):
-    """Sonnet-style multi-head dot-product attention with a key mask; no output projection.
-
-    QKV come from one Linear followed by LayerNorm; output size = heads * head_size.
-    """
-
-    def __init__(self, dim: int, heads: int, head_size: int, key_size: int | None = None) -> None:
-        super().__init__()
-        self.heads, self.head_size = heads, head_size
-        self.key_size = key_size or head_size
-        qkv = heads * (2 * self.key_size + head_size)
-        self.qkv = nn.Linear(dim, qkv)
-        self.qkv_norm = nn.LayerNorm(qkv)
-
-    def forward(self, queries: Tensor, keys: Tensor, key_mask: Tensor) -> Tensor:
-        """queries [B, Q, dim] (rows that attend), keys [B, N, dim], key_mask [B, N] bool -> [B, Q, heads*head_size].
-
-        Queries use their own Q projection, keys their K/V projections (same weights: self-attention when
-        queries are a subset of keys). A row with no unmasked key gets an arbitrary finite output.
-        """
-        b, q_len, _ = queries.shape
-        n = keys.shape[1]
-        ks, vs = self.key_size, self.head_size
-
-        def split(x: Tensor, length: int) -> tuple[Tensor, Tensor, Tensor]:
-            h = self.qkv_norm(self.qkv(x)).view(b, length, self.heads, 2 * ks + vs).transpose(1, 2)  # [B, H, L, 2ks+vs]
-            return h.split([ks, ks, vs], dim=-1)
-
-        if queries is keys:  # self-attention: one projection
-            q, k, v = split(keys, n)  # [B, H, N, ks], [B, H, N, ks], [B, H, N, vs]
-        else:
-            q, _, _ = split(queries, q_len)  # [B, H, Q, ks]
-            _, k, v = split(keys, n)  # [B, H, N, ks], [B, H, N, vs]
-        scores = torch.matmul(q * ks**-0.5, k.transpose(-1, -2))  # [B, H, Q, N]
-        # finite fill (not -inf): a row with every key masked gives uniform weights instead of NaN gradients
-        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        weights = torch.softmax(scores, dim=-1)  # [B, H, Q, N]; masked keys get exactly 0
-        out = torch.matmul(weights, v)  # [B, H, Q, vs]
-        return out.transpose(1, 2).reshape(b, q_len, self.heads * vs)  # [B, Q, H*vs]
 
 
 @register_relation("rmc", paper_name="R-SQAIR(RMC)")
@@ -82,7 +44,7 @@ class RelationalMemoryCore(Relation):
     ) -> None:
         super().__init__(obj_dim)
         self.mem_size = heads * head_size
-        self.out_dim = self.mem_size
+        self.out_dim = obj_dim + self.mem_size  # gamma = [z_{t-1}; memory row] (docs/adding-a-baseline.md)
         self.blocks = blocks
         self.forget_bias, self.input_bias = forget_bias, input_bias
         m = self.mem_size
@@ -130,5 +92,5 @@ class RelationalMemoryCore(Relation):
 
         mask = present.unsqueeze(-1)  # [B, K, 1]
         memory = torch.where(mask, new_memory, memory)  # absent rows unchanged
-        gamma = torch.where(mask, new_memory, zero)  # [B, K, M]
+        gamma = torch.where(mask, torch.cat([z, new_memory], dim=-1), zero)  # [B, K, D + M]
         return gamma, (memory, present.clone())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from baselines.rmc import MaskedMultiHeadAttention
+from rsqair_bench.models.attention import MaskedMultiHeadAttention
 from rsqair_bench.models.relation import Relation, State
 from rsqair_bench.registry import register_relation
 

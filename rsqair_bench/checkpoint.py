@@ -3,14 +3,15 @@ resuming (or an evaluation from scoring) a checkpoint of a different model.
 
 A checkpoint is a plain dict that `torch.load(weights_only=True)` can read: tensors, str,
 int, float, bool, None, lists and dicts only. RNG states are stored as the ByteTensors that
-`torch.Generator.get_state()` returns; numpy bit-generator states as plain dicts of ints.
+`torch.Generator.get_state()` returns.
 
-Layout (FORMAT_VERSION 1):
+Layout (FORMAT_VERSION 1), as train.py's `_Run.snapshot` writes it:
     format, kind ("latest" | "best"), model_name, model_config (dict), model_config_hash,
-    config_hash (whole job), seed, plugins, job (dict), iteration, seq_len, best_score,
-    early_stopping (dict), nan_skips, validations, elapsed_seconds, step_seconds,
-    train_stats (dict), parameters {"total", "relation"},
-    model (state_dict), optimizer (state_dict | None), scheduler (state_dict | None),
+    config_hash (whole job), seed, plugins, job (dict), seq_len, trained_horizon, best_score,
+    early_stopping (dict), the TrainState (iteration, nan_skips, elapsed_seconds, step_seconds,
+    peak_memory_mb, finished, stopped_early, log_window), train_stats (dict, as of this iteration),
+    parameters {"total", "relation"}, model (state_dict);
+    latest only: optimizer (state_dict), scheduler (state_dict),
     rng {"model": ByteTensor, "torch_cpu": ByteTensor, "cuda": [ByteTensor, ...]}
 """
 
@@ -23,7 +24,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from rsqair_bench.config import to_dict
@@ -42,27 +42,6 @@ def config_hash(config: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- RNG states
-def numpy_rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    """A numpy Generator's bit-generator state as plain types (ints may exceed 64 bits)."""
-    return _plain(rng.bit_generator.state)
-
-
-def set_numpy_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
-    rng.bit_generator.state = state
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
 def capture_global_rng() -> dict[str, Any]:
     """Global torch RNG states. We do not draw from them, but third-party layers might."""
     state: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}

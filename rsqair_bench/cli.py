@@ -26,35 +26,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("rsqair_bench.report", "write tables and figures from metrics.json files"),
     "bench": ("rsqair_bench.bench", "measure throughput and peak memory"),
     "list": ("rsqair_bench.registry", "list registered models with parameter counts"),
-    "validate": ("rsqair_bench.config", "check a suite file without running it"),
+    "validate": ("rsqair_bench.suite", "check a suite file without running it"),
 }
 
-NOT_IMPLEMENTED_EXIT = 2
 
-
-def _load(module_name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name == module_name:
-            return None
-        raise
-
-
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType | None]]:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     parser = argparse.ArgumentParser(prog="python -m rsqair_bench", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
     sub.required = True
-    modules: dict[str, ModuleType | None] = {}
+    modules: dict[str, ModuleType] = {}
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = _load(module_name)
+        module = importlib.import_module(module_name)
         modules[name] = module
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        if module is not None and hasattr(module, "add_arguments"):
-            module.add_arguments(p)
-        else:
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     return parser, modules
 
 
@@ -62,12 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    module = modules[args.subcommand]
-    if module is None or not hasattr(module, "command"):
-        print(f"rsqair_bench {args.subcommand}: not implemented yet", file=sys.stderr)
-        return NOT_IMPLEMENTED_EXIT
     try:
-        return int(module.command(args) or 0)
+        return int(modules[args.subcommand].command(args) or 0)
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

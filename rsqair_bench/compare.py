@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rsqair_bench import report, significance
+from rsqair_bench import metrics, significance
 from rsqair_bench.errors import ConfigError, DataError
 from rsqair_bench.io import atomic_write_text
 
@@ -30,20 +30,20 @@ def _ordered_union(a: list[str], b: list[str]) -> list[str]:
 
 def _summary(means: list[float]) -> str:
     if not means:
-        return report.MISSING
+        return metrics.MISSING
     std = float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
     return f"{np.mean(means):.2f} ± {std:.2f} ({len(means)})"
 
 
 def metrics_table(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (model, split, metric) both sides have."""
-    by_a, by_b = report._by_model(runs_a), report._by_model(runs_b)
-    both = _ordered_union(report._ordered_models(runs_a), report._ordered_models(runs_b))
+    by_a, by_b = metrics.by_model(runs_a), metrics.by_model(runs_b)
+    both = _ordered_union(metrics.ordered_models(runs_a), metrics.ordered_models(runs_b))
     models = [m for m in both if m in by_a and m in by_b]
-    splits = _ordered_union(report._ordered_splits(runs_a), report._ordered_splits(runs_b))
+    splits = _ordered_union(metrics.ordered_splits(runs_a), metrics.ordered_splits(runs_b))
     tests, sides = [], []
     for model in models:
-        label = report._label(model, by_a[model])
+        label = metrics.label(model, by_a[model])
         for split in splits:
             for metric in significance.metrics_to_test(by_a[model] + by_b[model], split):
                 a = list(significance.seed_means(by_a[model], split, metric).values())
@@ -72,24 +72,24 @@ def _speeds(runs: list[dict[str, Any]]) -> tuple[float | None, float | None, str
 
 
 def _ratio(b: float | None, a: float | None) -> str:
-    return f"{b / a:.2f}x" if a and b is not None else report.MISSING
+    return f"{b / a:.2f}x" if a and b is not None else metrics.MISSING
 
 
 def _num(value: float | None) -> str:
-    return report.MISSING if value is None else f"{value:.1f}"
+    return metrics.MISSING if value is None else f"{value:.1f}"
 
 
 def throughput_ratios(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> pd.DataFrame:
     """Per model in both: mean train and eval sequences/s on each side, B / A, and each side's device."""
-    by_a, by_b = report._by_model(runs_a), report._by_model(runs_b)
+    by_a, by_b = metrics.by_model(runs_a), metrics.by_model(runs_b)
     rows = []
-    for model in _ordered_union(report._ordered_models(runs_a), report._ordered_models(runs_b)):
+    for model in _ordered_union(metrics.ordered_models(runs_a), metrics.ordered_models(runs_b)):
         if model not in by_a or model not in by_b:
             continue
         train_a, eval_a, dev_a = _speeds(by_a[model])
         train_b, eval_b, dev_b = _speeds(by_b[model])
         rows.append({
-            "model": report._label(model, by_a[model]),
+            "model": metrics.label(model, by_a[model]),
             "train seq/s A": _num(train_a), "train seq/s B": _num(train_b), "train B/A": _ratio(train_b, train_a),
             "eval seq/s A": _num(eval_a), "eval seq/s B": _num(eval_b), "eval B/A": _ratio(eval_b, eval_a),
             "device A": dev_a, "device B": dev_b,
@@ -110,7 +110,7 @@ def _only_in(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> str:
 def write_comparison(dir_a: Path, dir_b: Path, out: Path | None = None) -> tuple[Path, str]:
     """Write the comparison files; returns the markdown path and its text."""
     dir_a, dir_b = Path(dir_a), Path(dir_b)
-    runs_a, runs_b = report.collect_metrics(dir_a), report.collect_metrics(dir_b)
+    runs_a, runs_b = metrics.collect_metrics(dir_a), metrics.collect_metrics(dir_b)
     for d, runs in ((dir_a, runs_a), (dir_b, runs_b)):
         if not runs:
             raise DataError(f"{d}: no metrics.json files found (run the suite first)")
@@ -123,9 +123,9 @@ def write_comparison(dir_a: Path, dir_b: Path, out: Path | None = None) -> tuple
         f"# Comparison\n\nA = `{dir_a}` (device: {devices[0]})\n\nB = `{dir_b}` (device: {devices[1]})\n"
         + _only_in(runs_a, runs_b)
         + f"\n## Metrics\n\n{caption} A and B columns: mean ± std of seed means (seeds).\n\n"
-        + (table.to_markdown(index=False, disable_numparse=True) if len(table) else report.MISSING)
+        + (table.to_markdown(index=False, disable_numparse=True) if len(table) else metrics.MISSING)
         + "\n\n## Throughput (B / A)\n\n"
-        + (speed.to_markdown(index=False, disable_numparse=True) if len(speed) else report.MISSING)
+        + (speed.to_markdown(index=False, disable_numparse=True) if len(speed) else metrics.MISSING)
         + "\n"
     )
     atomic_write_text(out / "compare.md", text)

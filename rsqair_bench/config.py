@@ -9,7 +9,6 @@ expected int, found str 'x'`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import types
 import typing
@@ -42,7 +41,8 @@ class ModelConfig:
     shift_prior: float = 0.0  # sqair ref: discovery where-prior mean for the two shift logits
     where_prior_std: float = 1.0  # sqair ref
     image_size: int = 50  # paper: central 50x50 crop
-    prop_prior: Literal["rnn", "residual"] = "rnn"  # sqair ref: 'rnn' (absolute); residual: ours, docs/sqair.md
+    prop_prior: Literal["rnn", "residual", "velocity"] = "rnn"  # sqair ref: 'rnn' (absolute); residual: ours, docs/sqair.md
+    prop_prior_scale_bias: float | None = None  # None: sqair ref (zero bias, std 0.70); docs/sqair.md
     vimco: Literal["vimco", "sqair_tf"] = "vimco"  # VIMCO learning signal; sqair_tf = sqair ref targets.py
     compile: bool = False  # ours: torch.compile the per-slot steps (CUDA: with CUDA graphs)
     relation_options: dict[str, Any] = field(default_factory=dict)  # kwargs for the relation's constructor
@@ -61,6 +61,7 @@ class TrainConfig:
     lr_decay_at: list[float] = field(default_factory=lambda: [0.2, 0.5])  # sqair ref: lr/3 at 20% and 50%
     lr_decay_factor: float = 1.0 / 3.0  # sqair ref
     max_iterations: int = 200_000  # ours: the paper is silent; early stopping usually ends sooner
+    max_minutes: float | None = None  # ours: also stop after this much training wall time (resumes count)
     curriculum_start: int = 3  # paper
     curriculum_every: int = 10_000  # paper: +1 frame every 10,000 iterations
     curriculum_max: int = 10  # paper
@@ -343,6 +344,7 @@ def check_train_config(cfg: TrainConfig, where: str = "") -> None:
         ("lr_decay_at", all(0 <= f <= 1 for f in cfg.lr_decay_at), "fractions between 0 and 1"),
         ("lr_decay_factor", cfg.lr_decay_factor > 0, "> 0"),
         ("max_iterations", cfg.max_iterations >= 1, ">= 1"),
+        ("max_minutes", cfg.max_minutes is None or cfg.max_minutes > 0, "> 0 or null"),
         ("curriculum_start", cfg.curriculum_start >= 1, ">= 1"),
         ("curriculum_every", cfg.curriculum_every >= 1, ">= 1"),
         ("curriculum_max", cfg.curriculum_max >= cfg.curriculum_start, ">= curriculum_start"),
@@ -358,41 +360,38 @@ def check_train_config(cfg: TrainConfig, where: str = "") -> None:
     ])
 
 
-def check_eval_config(cfg: EvalConfig, where: str = "") -> None:
-    _raise_first(where, "eval", cfg, [
+def eval_config_checks(cfg: EvalConfig) -> list[Check]:
+    return [
         ("samples", cfg.samples >= 1, ">= 1"),
         ("particles", cfg.particles >= 1, ">= 1"),
         ("batch_size", cfg.batch_size >= 1, ">= 1"),
-    ])
+    ]
 
 
-def check_relation_options(model: str, cfg: ModelConfig, plugins: list[str], where: str = "") -> None:
-    """Unknown `relation_options` for `model`'s relation are errors at validate time, not at train time."""
-    from rsqair_bench import registry  # lazy: imports torch and the baselines
+def check_eval_config(cfg: EvalConfig, where: str = "") -> None:
+    """Ranges of EvalConfig (its splits: check_eval_split)."""
+    _raise_first(where, "eval", cfg, eval_config_checks(cfg))
 
-    registry.load_plugins(list(plugins))
-    try:
-        registry.relation_options(registry.parse_model_name(model), dict(cfg.relation_options))
-    except ConfigError as err:
-        prefix = f"{where} " if where else ""
-        raise ConfigError(f"{prefix}{err}") from None
+
+MAX_OBJECT_SLOTS = 64  # K: the relation is O(K^2) per step; the paper uses 4 (train) and 8 (test)
+
+
+def eval_split_checks(split: EvalSplit) -> list[Check]:
+    return [
+        ("frames", split.frames >= 2, ">= 2 (observed frames + a sampled last frame)"),
+        ("max_objects", split.max_objects is None or 1 <= split.max_objects <= MAX_OBJECT_SLOTS,
+         f"between 1 and {MAX_OBJECT_SLOTS} object slots (unset: the training value)"),
+        ("sequences", split.sequences is None or split.sequences >= 1, ">= 1 or null"),
+    ]
+
+
+def check_eval_split(split: EvalSplit, where: str = "", section: str = "eval split") -> None:
+    """Ranges of one EvalSplit (`validate`, `run`, `eval` and `evaluate_checkpoint` all use these checks)."""
+    _raise_first(where, section, split, eval_split_checks(split))
 
 
 def check_job(job: JobConfig, where: str = "") -> None:
-    """Every range of a job config, checked before anything is written (relation options are checked when
-    train_job builds the model, also before it writes)."""
+    """Every range of a job config, checked before anything is written (relation options are checked by
+    the registry when train_job builds the model, also before it writes)."""
     check_model_config(job.model_config, where)
     check_train_config(job.train, where)
-
-
-# ----------------------------------------------------------------------------- CLI: validate
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", help="suite YAML file")
-
-
-def command(args: argparse.Namespace) -> int:
-    from rsqair_bench.suite import validate_suite  # suite-level checks (models, seeds, paths)
-
-    suite = validate_suite(load_config(SuiteConfig, args.suite), args.suite)
-    print(f"{args.suite}: ok ({len(suite.models)} models x {len(suite.seeds)} seeds)")
-    return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 import resource
 import sys
 
@@ -10,19 +11,24 @@ import torch
 
 from rsqair_bench.errors import ConfigError
 
+DEVICE_NAMES = "auto, cpu, cuda or cuda:N"  # the one rule for a device setting (suite, job, --device)
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def is_device_name(name: str) -> bool:
+    """Whether `name` is a device setting this package accepts (whether or not CUDA is present here)."""
+    return bool(_DEVICE.match(name))
+
 
 def resolve_device(name: str) -> torch.device:
     """auto -> cuda when present, else cpu; an unavailable cuda request is a ConfigError."""
+    if not is_device_name(name):
+        raise ConfigError(f"device: expected {DEVICE_NAMES}, found {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, found {name!r}") from None
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} requested but CUDA is not available (use auto or cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, found {name!r}")
     return device
 
 

@@ -16,6 +16,7 @@ from torch import Tensor
 from rsqair_bench.ball_states import BallStates
 from rsqair_bench.matching import ERROR_CAP_PX, MATCH_RADIUS_PX, ErrorTally, InferredTally, box_centres, visible_balls
 from rsqair_bench.references import REFERENCES, reference_centres, reference_frames
+from rsqair_bench.scores import LogDensity, data_log_likelihood, relational_log_likelihood
 
 DYNAMIC_REFERENCES = ("copy_last", "const_velocity")  # the references that predict object centres
 
@@ -28,23 +29,22 @@ def _visible(groups: Tensor, n_balls: int) -> np.ndarray:
 class ReferenceScorer:
     """Data LL and relational LL of every reference predictor, plus the dynamic ones' centre error."""
 
-    def __init__(self, states: BallStates | None, std: float) -> None:
+    def __init__(self, states: BallStates | None, log_density: LogDensity) -> None:
+        """`log_density`: the evaluated model's per-pixel likelihood, so references and model share one formula."""
         self.states = states
-        self.std = std
+        self.log_density = log_density
         self.sums = {name: np.zeros(2) for name in REFERENCES}  # [data LL, relational LL] summed over sequences
         self.errors = {name: ErrorTally() for name in DYNAMIC_REFERENCES}
         self.sequences = 0
 
     def add(self, x: Tensor, groups: Tensor, collisions: Tensor, index: np.ndarray) -> None:
         """x, groups, collisions: [B, T, 1, H, W] of the batch; index [B]: its sequence numbers."""
-        from rsqair_bench.evaluate import data_log_likelihood, relational_log_likelihood  # evaluate imports us
-
         target = x[:, -1]  # [B, 1, H, W]
         for name, pred in reference_frames(x, self.states, index).items():
             if pred is None:
                 continue
-            rel, _ = relational_log_likelihood(target, pred, groups[:, -1], collisions[:, -1], self.std)
-            self.sums[name] += [float(data_log_likelihood(target, pred, self.std).double().sum()),
+            rel, _ = relational_log_likelihood(target, pred, groups[:, -1], collisions[:, -1], self.log_density)
+            self.sums[name] += [float(data_log_likelihood(target, pred, self.log_density).double().sum()),
                                 float(rel.double().sum())]
         self.sequences += x.shape[0]
         if self.states is not None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-MISSING = "—"
+from rsqair_bench.metrics import MISSING, paper_name_or_model
+
 _SEED_DIR = re.compile(r"^seed(-?\d+)$")
 
 
@@ -46,15 +47,6 @@ def collect_failures(results_dir: Path) -> list[Failure]:
     return failures
 
 
-def _paper_name(model: str) -> str:
-    try:
-        from rsqair_bench.registry import paper_name
-
-        return paper_name(model)
-    except Exception:  # unknown or unloadable plugin: the directory name is still a name
-        return model
-
-
 def add_failed_models(table: pd.DataFrame, runs: list[dict[str, Any]], failures: list[Failure], expected: int) -> pd.DataFrame:
     """Append a `0/N` row (every metric `—`) for each model that failed on every seed it ran."""
     finished = {r["model"] for r in runs}
@@ -63,7 +55,7 @@ def add_failed_models(table: pd.DataFrame, runs: list[dict[str, Any]], failures:
         return table
     rows = pd.DataFrame(
         [{"seeds": f"0/{expected}", **{c: MISSING for c in table.columns if c != "seeds"}} for _ in lost],
-        index=pd.Index([_paper_name(m) for m in lost], name=table.index.name),
+        index=pd.Index([paper_name_or_model(m) for m in lost], name=table.index.name),
     )
     return pd.concat([table, rows[table.columns]])
 

@@ -21,6 +21,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import pkgutil
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +37,12 @@ from rsqair_bench.models.relation import Relation
 ENTRY_POINT_GROUP = "rsqair_bench.relations"
 BASE_MODEL = "sqair"
 IDENTITY = "identity"
+# The one rule for model names (and so for relation names): `sqair` or `sqair+<relation>`, where
+# <relation> is letters, digits and _ . - (a model name is also a results directory).
+_MODEL_NAME = re.compile(r"^sqair(\+[A-Za-z0-9_.-]+)?$")
 
 R = TypeVar("R", bound=type)
+ModelFactory = Callable[[str, ModelConfig], nn.Module]  # (model name, config) -> model; tests inject fakes
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,8 @@ def _first_line(err: BaseException) -> str:
 
 def register_relation(name: str, paper_name: str | None = None) -> Callable[[R], R]:
     """Class decorator registering a `Relation` subclass under `name` (used as `sqair+<name>`)."""
-    if not name or "+" in name or name != name.strip():
-        raise RegistryError(f"relation name {name!r}: expected a non-empty name without '+' or spaces")
+    if not is_model_name(f"{BASE_MODEL}+{name}"):
+        raise RegistryError(f"relation name {name!r}: expected letters, digits, _ . - only (it names a results directory)")
 
     def decorate(cls: R) -> R:
         if not (isinstance(cls, type) and issubclass(cls, Relation)):
@@ -170,16 +175,18 @@ def get_relation(name: str) -> type:
         ) from None
 
 
+def is_model_name(model_name: str) -> bool:
+    """Whether `model_name` has the form `sqair` or `sqair+<relation>` (registered or not)."""
+    return bool(_MODEL_NAME.match(model_name))
+
+
 def parse_model_name(model_name: str) -> str:
     """`sqair` -> `identity`, `sqair+<relation>` -> `<relation>` (which must be registered)."""
-    if model_name == BASE_MODEL:
-        relation = IDENTITY
-    elif model_name.startswith(BASE_MODEL + "+") and len(model_name) > len(BASE_MODEL) + 1:
-        relation = model_name[len(BASE_MODEL) + 1 :]
-    else:
+    if not is_model_name(model_name):
         raise RegistryError(
             f"model {model_name!r}: expected 'sqair' or 'sqair+<relation>' (known: {', '.join(model_names())})"
         )
+    relation = IDENTITY if model_name == BASE_MODEL else model_name[len(BASE_MODEL) + 1 :]
     get_relation(relation)  # raises with the known names
     return relation
 
@@ -240,6 +247,23 @@ def build_model(model_name: str, config: ModelConfig) -> nn.Module:
 
     relation = build_relation(parse_model_name(model_name), config)
     return SQAIR(config, relation)
+
+
+def default_model_factory(plugins: list[str]) -> ModelFactory:
+    """`build_model` after loading the plugin files `plugins`: what `train` and `eval` use unless injected."""
+    if plugins:
+        load_plugins(plugins)
+    return build_model
+
+
+def check_relation_options(model: str, cfg: ModelConfig, plugins: list[str], where: str = "") -> None:
+    """Unknown `relation_options` for `model`'s relation are errors at validate time, not at train time."""
+    load_plugins(list(plugins))
+    try:
+        relation_options(parse_model_name(model), dict(cfg.relation_options))
+    except ConfigError as err:
+        prefix = f"{where} " if where else ""
+        raise ConfigError(f"{prefix}{err}") from None
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -16,7 +16,6 @@ without rerunning anything. Writes RESULTS_DIR/report/:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from collections import defaultdict
@@ -28,13 +27,18 @@ import pandas as pd
 
 from rsqair_bench.errors import ConfigError, DataError
 from rsqair_bench.io import atomic_path, atomic_write_text
+from rsqair_bench.metrics import (
+    MISSING,
+    by_model,
+    collect_metrics,
+    label,
+    ordered_models,
+    ordered_splits,
+)
 
 log = logging.getLogger(__name__)
 
-MAIN_SPLITS = ["balls4/test", "balls678/test"]
 METRICS = {"data_ll": "data LL", "relational_ll": "relational LL"}
-MODEL_ORDER = ["sqair", "sqair+in", "sqair+rmc"]  # the paper's rows first, then the rest alphabetically
-MISSING = "—"
 
 # The R-SQAIR paper's numbers (shared/reference/REFERENCE.md), by our model name.
 PAPER: dict[str, dict[tuple[str, str], float]] = {
@@ -67,48 +71,6 @@ def _save_figure(fig: Any, stem: Path) -> list[Path]:
     return written
 
 
-def collect_metrics(results_dir: Path) -> list[dict[str, Any]]:
-    """Every metrics.json under results_dir (not under report/), each with `_dir` = its job directory."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise DataError(f"{results_dir}: no such results directory")
-    found = []
-    for path in sorted(results_dir.rglob("metrics.json")):
-        if "report" in path.relative_to(results_dir).parts:
-            continue
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"{path}: not a readable metrics.json ({err})") from None
-        for key in ("model", "seed", "splits"):
-            if key not in metrics:
-                raise DataError(f"{path}: missing key {key!r} (expected the metrics.json schema)")
-        metrics["_dir"] = path.parent
-        found.append(metrics)
-    return found
-
-
-def _ordered_models(runs: list[dict]) -> list[str]:
-    models = {r["model"] for r in runs}
-    return [m for m in MODEL_ORDER if m in models] + sorted(models - set(MODEL_ORDER))
-
-
-def _ordered_splits(runs: list[dict]) -> list[str]:
-    found = {s for r in runs for s in r["splits"]}
-    return MAIN_SPLITS + sorted(found - set(MAIN_SPLITS))
-
-
-def _by_model(runs: list[dict]) -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = defaultdict(list)
-    for r in sorted(runs, key=lambda r: r["seed"]):
-        grouped[r["model"]].append(r)
-    return grouped
-
-
-def _label(model: str, runs: list[dict]) -> str:
-    return runs[0].get("paper_name") or model
-
-
 def _mean_std(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
@@ -139,14 +101,14 @@ def main_table(runs: list[dict], expected_seeds: int | None = None, compare_pape
     """The paper's table: one row per model; strings, so missing seeds/splits are explicit."""
     from rsqair_bench.report_dynamics import horizon_mark
 
-    grouped = _by_model(runs)
+    grouped = by_model(runs)
     all_seeds = {r["seed"] for r in runs}
     expected = expected_seeds or len(all_seeds)
-    splits = _ordered_splits(runs)
+    splits = ordered_splits(runs)
     rows = []
-    for model in _ordered_models(runs):
+    for model in ordered_models(runs):
         mruns = grouped[model]
-        row: dict[str, str] = {"model": _label(model, mruns), "seeds": f"{len(mruns)}/{expected}"}
+        row: dict[str, str] = {"model": label(model, mruns), "seeds": f"{len(mruns)}/{expected}"}
         for split in splits:
             for metric, name in METRICS.items():
                 values, seeds = _values(mruns, split, metric)
@@ -165,12 +127,12 @@ def main_table(runs: list[dict], expected_seeds: int | None = None, compare_pape
 
 def per_seed_tables(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each seed's means per split, and per model the spread (std, min, max) of the seed means."""
-    splits = _ordered_splits(runs)
-    grouped = _by_model(runs)
+    splits = ordered_splits(runs)
+    grouped = by_model(runs)
     rows, spread = [], []
-    for model in _ordered_models(runs):
+    for model in ordered_models(runs):
         for r in grouped[model]:
-            row: dict[str, Any] = {"model": _label(model, grouped[model]), "seed": r["seed"]}
+            row: dict[str, Any] = {"model": label(model, grouped[model]), "seed": r["seed"]}
             for split in splits:
                 s = r["splits"].get(split)
                 for metric, name in METRICS.items():
@@ -185,7 +147,7 @@ def per_seed_tables(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     continue
                 spread.append(
                     {
-                        "model": _label(model, grouped[model]),
+                        "model": label(model, grouped[model]),
                         "split": split,
                         "metric": name,
                         "seeds": len(means),
@@ -199,9 +161,9 @@ def per_seed_tables(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def throughput_table(runs: list[dict]) -> pd.DataFrame:
-    grouped = _by_model(runs)
+    grouped = by_model(runs)
     rows = []
-    for model in _ordered_models(runs):
+    for model in ordered_models(runs):
         mruns = grouped[model]
         train_sps = [r["train"]["sequences_per_s"] for r in mruns if (r.get("train") or {}).get("sequences_per_s") is not None]
         train_mem = [r["train"]["peak_memory_mb"] for r in mruns if (r.get("train") or {}).get("peak_memory_mb") is not None]
@@ -212,7 +174,7 @@ def throughput_table(runs: list[dict]) -> pd.DataFrame:
         params = mruns[0].get("parameters") or {}
         rows.append(
             {
-                "model": _label(model, mruns),
+                "model": label(model, mruns),
                 "runs": len(mruns),
                 "train seq/s": _fmt(*_mean_std(train_sps)) if train_sps else MISSING,
                 "eval seq/s": _fmt(*_mean_std(eval_sps)) if eval_sps else MISSING,
@@ -268,10 +230,10 @@ def figure_ll_bars(runs: list[dict], stem: Path, compare_paper: bool = False) ->
     from rsqair_bench.report_dynamics import draw_reference_lines, has_references
 
     plt = _plt()
-    splits = [s for s in _ordered_splits(runs) if any(s in r["splits"] for r in runs)]
-    models = _ordered_models(runs)
-    grouped = _by_model(runs)
-    labels = [_label(m, grouped[m]) for m in models]
+    splits = [s for s in ordered_splits(runs) if any(s in r["splits"] for r in runs)]
+    models = ordered_models(runs)
+    grouped = by_model(runs)
+    labels = [label(m, grouped[m]) for m in models]
     fig, axes = plt.subplots(len(METRICS), len(splits), figsize=(3.2 * len(splits) + 1, 6), squeeze=False)
     colors = plt.get_cmap("tab10")(np.arange(len(models)) % 10)
     for col, split in enumerate(splits):
@@ -308,8 +270,8 @@ def figure_ll_bars(runs: list[dict], stem: Path, compare_paper: bool = False) ->
 def figure_training_curves(runs: list[dict], stem: Path) -> list[Path]:
     """Loss/bound columns of train_log.csv per model (one line per seed); nothing if no logs."""
     logs: dict[str, list[pd.DataFrame]] = defaultdict(list)
-    grouped = _by_model(runs)
-    for model in _ordered_models(runs):
+    grouped = by_model(runs)
+    for model in ordered_models(runs):
         for r in grouped[model]:
             path = Path(r["_dir"]) / "train_log.csv"
             if path.is_file():
@@ -343,7 +305,7 @@ def figure_training_curves(runs: list[dict], stem: Path) -> list[Path]:
                         color=colors(i % 10),
                         alpha=0.8,
                         linewidth=1,
-                        label=_label(model, grouped[model]) if k == 0 else None,
+                        label=label(model, grouped[model]) if k == 0 else None,
                     )
         ax.set_xlabel(xcol)
         ax.set_title(ycol, fontsize=9)
@@ -356,12 +318,12 @@ def figure_training_curves(runs: list[dict], stem: Path) -> list[Path]:
 
 def figure_rollouts(runs: list[dict], stem: Path, max_rows: int = 8) -> list[Path]:
     """Figure 3 style, one rollout per job (the first `rollout*.npz` in its directory)."""
-    grouped = _by_model(runs)
+    grouped = by_model(runs)
     items = []
-    for model in _ordered_models(runs):
+    for model in ordered_models(runs):
         for r in grouped[model]:
             for path in sorted(Path(r["_dir"]).glob("rollout*.npz")):
-                items.append((f"{_label(model, grouped[model])} s{r['seed']} {path.stem}", path))
+                items.append((f"{label(model, grouped[model])} s{r['seed']} {path.stem}", path))
                 break  # one rollout file per job
     return draw_rollouts(items[:max_rows], stem)
 
@@ -420,9 +382,9 @@ def dynamics_files(runs: list[dict]) -> dict[str, str]:
     """dynamics.{md,csv,tex}: object-ball matching per model (docs/metrics.md); none if no run has it."""
     from rsqair_bench.report_dynamics import dynamics_table, horizon_footnote
 
-    grouped = _by_model(runs)
-    models = _ordered_models(runs)
-    table = dynamics_table(runs, models, grouped, {m: _label(m, grouped[m]) for m in models}, _ordered_splits(runs))
+    grouped = by_model(runs)
+    models = ordered_models(runs)
+    table = dynamics_table(runs, models, grouped, {m: label(m, grouped[m]) for m in models}, ordered_splits(runs))
     if not len(table):
         return {}
     caption = ("Object-ball matching: inferred frames (coverage, duplicates, centre error) and the "

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rsqair_bench.metrics import MISSING
 from rsqair_bench.references import LABELS, REFERENCES
 
-MISSING = "—"
 HORIZON_MARK = "†"
 HORIZON_NOTE = (f"{HORIZON_MARK} scored at more frames T than the checkpoint was trained on "
                 "(curriculum length below T); see docs/metrics.md")

@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import hashlib
 import importlib.metadata
-import json
 import logging
 import multiprocessing
 import multiprocessing.connection as mp_connection
@@ -37,6 +36,7 @@ from rsqair_bench.errors import ConfigError
 from rsqair_bench.io import atomic_write_text
 from rsqair_bench.job_status import mark_phase
 from rsqair_bench.live_progress import LiveProgress, TrackedJob
+from rsqair_bench.metrics import JOB_LEVEL_KEYS, TRAIN_KEYS, TrainStats, paper_name_or_model, write_metrics
 from rsqair_bench.progress import progress_enabled
 from rsqair_bench.suite import Job, expand_jobs, validate_suite
 
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 # train_fn(job_config, out_dir, progress) -> TrainResult (a dataclass or a dict)
 TrainFn = Callable[..., Any]
-# eval_fn(checkpoint, data_path, split, eval, device=..., seed=...) -> one split's metrics dict
+# eval_fn(checkpoint, data_path, split, eval_cfg, device=..., seed=...) -> one split's metrics dict
 EvalFn = Callable[..., dict]
 # metrics_fn(job, train_result, splits, path) writes metrics.json
 MetricsFn = Callable[["Job", Any, dict, Path], Any]
@@ -52,9 +52,6 @@ PrepareDataFn = Callable[[DataSetConfig], Path]
 
 Status = Literal["done", "skipped", "locked", "failed"]
 RAY_MISSING = "executor 'ray' needs Ray: pip install 'rsqair-bench[ray]'"
-
-# keys an evaluation may return per split that belong to the whole job (hoisted to the top level)
-_JOB_LEVEL_KEYS = ("config_hash", "checkpoint_iteration", "parameters", "device", "torch_version", "paper_name")
 
 
 @dataclass
@@ -87,32 +84,31 @@ def _default_train(job: JobConfig, out_dir: Path, progress: bool = True) -> Any:
 
 
 def _default_eval(
-    checkpoint: Path, data_path: str, split: EvalSplit, eval: EvalConfig, device: str = "auto", seed: int = 0
+    checkpoint: Path, data_path: str, split: EvalSplit, eval_cfg: EvalConfig, device: str = "auto", seed: int = 0
 ) -> dict:
     from rsqair_bench.evaluate import evaluate_checkpoint
 
     rollout = checkpoint.parent / f"rollout_{split.data}_{split.split}.npz"  # for the report's Figure 3
-    return evaluate_checkpoint(checkpoint, data_path, split, eval, device=device, seed=seed, rollout_path=rollout)
+    return evaluate_checkpoint(checkpoint, data_path, split, eval_cfg, device=device, seed=seed, rollout_path=rollout)
 
 
 def _default_metrics(job: Job, train_result: Any, splits: dict[str, dict], path: Path) -> dict:
-    """Job facts from best.pt (evaluate.job_info_from_checkpoint), training totals from this run; schema-checked write."""
-    from rsqair_bench.evaluate import job_info_from_checkpoint, write_metrics
+    """Job facts from best.pt (evaluate.job_info_from_checkpoint), training totals from the train result."""
+    from rsqair_bench.evaluate import job_info_from_checkpoint
 
     info = job_info_from_checkpoint(job.directory / "best.pt", suite=job.suite, device=job.config.device)
-    if hasattr(train_result, "train_stats"):
-        info["train"] = train_result.train_stats()
+    info["train"] = _train_stats(train_result)
     return write_metrics(path, info, splits)
 
 
 def write_basic_metrics(job: Job, train_result: Any, splits: dict[str, dict], path: Path) -> dict:
     """metrics.json from build_metrics, without reading the checkpoint (for fake or external train steps)."""
     metrics = build_metrics(job, train_result, splits)
-    atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    return write_metrics(path, metrics, metrics.pop("splits"))
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
+    """A train result as a mapping: train.TrainResult, or a plain dict of the same fields (fakes, external steps)."""
     if result is None:
         return {}
     if isinstance(result, dict):
@@ -122,17 +118,21 @@ def _as_dict(result: Any) -> dict[str, Any]:
     return dict(vars(result))
 
 
-def _paper_name(model: str) -> str:
-    try:
-        from rsqair_bench.registry import paper_name
+def _train_stats(train_result: Any) -> dict[str, Any]:
+    """The `train` entry of metrics.json from a train result (the one route training figures take)."""
+    tr = _as_dict(train_result)
+    return tr.get("train") or TrainStats(**{k: tr.get(k) for k in TRAIN_KEYS}).as_dict()
 
-        return paper_name(model)
-    except Exception:  # registry incomplete: the report falls back to the model name
-        return model
+
+def _torch_version() -> str:
+    try:  # without importing torch (seconds) when the train step did not
+        return sys.modules["torch"].__version__ if "torch" in sys.modules else importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def build_metrics(job: Job, train_result: Any, splits: dict[str, dict]) -> dict[str, Any]:
-    """metrics.json for one job (schema in the helper contract / docs/metrics.md).
+    """metrics.json for one job (schema: metrics.py, docs/metrics.md).
 
     Job-level facts come from the train result when it has them, else from an evaluated split
     (evaluation reads the checkpoint), else from the job itself.
@@ -140,31 +140,26 @@ def build_metrics(job: Job, train_result: Any, splits: dict[str, dict]) -> dict[
     tr = _as_dict(train_result)
     splits = {k: dict(v) for k, v in splits.items()}
     hoisted: dict[str, Any] = {}
-    for metrics in splits.values():
-        for key in _JOB_LEVEL_KEYS:
-            if key in metrics:
-                hoisted.setdefault(key, metrics.pop(key))
+    for split_metrics in splits.values():
+        for key in JOB_LEVEL_KEYS:
+            if key in split_metrics:
+                hoisted.setdefault(key, split_metrics.pop(key))
 
     def pick(key: str, default: Any) -> Any:
         return tr.get(key, hoisted.get(key, default))
 
-    try:  # without importing torch (seconds) when the train step did not
-        torch_version = sys.modules["torch"].__version__ if "torch" in sys.modules else importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        torch_version = "unknown"
     config_hash = hashlib.sha256(dump_yaml(job.config).encode()).hexdigest()[:16]
-    train_keys = ("iterations", "seconds", "sequences_per_s", "peak_memory_mb", "best_validation_bound")
     return {
         "model": job.model,
-        "paper_name": tr.get("paper_name") or hoisted.get("paper_name") or _paper_name(job.model),
+        "paper_name": tr.get("paper_name") or hoisted.get("paper_name") or paper_name_or_model(job.model),
         "seed": job.seed,
         "suite": job.suite,
         "config_hash": pick("config_hash", config_hash),
         "checkpoint_iteration": pick("checkpoint_iteration", tr.get("best_iteration")),
         "parameters": pick("parameters", {}),
         "device": pick("device", job.config.device),
-        "torch_version": pick("torch_version", torch_version),
-        "train": tr.get("train") or {k: tr.get(k) for k in train_keys},
+        "torch_version": pick("torch_version", _torch_version()),
+        "train": _train_stats(train_result),
         "splits": splits,
     }
 
@@ -415,26 +410,14 @@ def run_suite(
         raise ConfigError(f"--executor: expected 'local' or 'ray', found {executor!r}")
     jobs = expand_jobs(suite)
     results_dir = Path(suite.results) / suite.name
-
     if dry_run:
-        print(
-            f"{len(jobs)} jobs ({len(suite.models)} models x {len(suite.seeds)} seeds), executor {executor}, "
-            f"workers {workers}, results in {results_dir}",
-            file=out,
-        )
-        for job in jobs:
-            print(f"  {job.name:<28} {job_state(job):<8} -> {job.directory}", file=out)
-        for name in _data_sets_used(suite):
-            path = Path(suite.data[name].path)
-            print(f"  data {name}: {path} ({'exists' if path.exists() else 'will be generated'})", file=out)
+        _print_dry_run(suite, jobs, executor, workers, results_dir, out)
         return RunSummary([])
-
     if executor == "ray":
         try:
             import ray  # noqa: F401 - fail before generating data
         except ImportError:
             raise ConfigError(RAY_MISSING) from None
-
     for name in _data_sets_used(suite):
         (prepare_data or _default_prepare)(suite.data[name])
 
@@ -445,19 +428,41 @@ def run_suite(
         f"({executor}, {workers} worker{'s' if workers > 1 else ''})",
         file=out,
     )
-
-    in_process = executor == "local" and workers == 1
-    # no per-job tqdm bar: the live display below draws every job, in-process or not
+    # no per-job tqdm bar: the live display draws every job, in-process or not
     job_fn = functools.partial(execute_job, progress=False, train_fn=train_fn, eval_fn=eval_fn, metrics_fn=metrics_fn)
-    threads = suite.train.torch_threads or (max(1, (os.cpu_count() or 1) // workers) if not in_process else None)
+    outcomes = _run_jobs(suite, todo, len(jobs), len(skipped), job_fn, executor, workers, out)
+    summary = RunSummary(skipped + outcomes)
+    _print_summary(suite.name, summary, out)
+    if report and any(results_dir.glob("*/seed*/metrics.json")):
+        summary.report_dir = _write_suite_report(suite, results_dir, out)
+    return summary
 
+
+def _print_dry_run(suite: SuiteConfig, jobs: list[Job], executor: str, workers: int, results_dir: Path, out: Any) -> None:
+    print(
+        f"{len(jobs)} jobs ({len(suite.models)} models x {len(suite.seeds)} seeds), executor {executor}, "
+        f"workers {workers}, results in {results_dir}",
+        file=out,
+    )
+    for job in jobs:
+        print(f"  {job.name:<28} {job_state(job):<8} -> {job.directory}", file=out)
+    for name in _data_sets_used(suite):
+        path = Path(suite.data[name].path)
+        print(f"  data {name}: {path} ({'exists' if path.exists() else 'will be generated'})", file=out)
+
+
+def _run_jobs(suite: SuiteConfig, todo: list[Job], total: int, already_done: int, job_fn: Callable[[Job], JobOutcome],
+              executor: str, workers: int, out: Any) -> list[JobOutcome]:
+    """Run `todo` on the executor under the live display; one line per finished job."""
+    in_process = executor == "local" and workers == 1
+    threads = suite.train.torch_threads or (max(1, (os.cpu_count() or 1) // workers) if not in_process else None)
     tracked = [TrackedJob(j.name, j.directory, j.config.train.max_iterations) for j in todo]
-    display = LiveProgress(suite.name, tracked, total=len(jobs), already_done=len(skipped), out=out).start()
-    finished = [len(skipped)]
+    display = LiveProgress(suite.name, tracked, total=total, already_done=already_done, out=out).start()
+    finished = [already_done]
 
     def on_done(outcome: JobOutcome) -> None:
         finished[0] += 1
-        msg = f"[{finished[0]}/{len(jobs)}] {outcome.name}: {outcome.status}"
+        msg = f"[{finished[0]}/{total}] {outcome.name}: {outcome.status}"
         if outcome.status == "done":
             msg += f" in {outcome.seconds:.0f}s"
         elif outcome.error:
@@ -470,17 +475,17 @@ def run_suite(
 
     try:
         if executor == "ray":
-            outcomes = run_ray(todo, job_fn, suite, threads, on_done)
-        else:
-            outcomes = run_local(todo, job_fn, workers, threads, on_done)
+            return run_ray(todo, job_fn, suite, threads, on_done)
+        return run_local(todo, job_fn, workers, threads, on_done)
     finally:
         display.stop()
-    summary = RunSummary(skipped + outcomes)
 
+
+def _print_summary(name: str, summary: RunSummary, out: Any) -> None:
     failed = [o for o in summary.outcomes if o.status == "failed"]
     locked = [o for o in summary.outcomes if o.status == "locked"]
     print(
-        f"{suite.name}: {summary.count('done')} done, {summary.count('skipped')} skipped (already done), "
+        f"{name}: {summary.count('done')} done, {summary.count('skipped')} skipped (already done), "
         f"{len(failed)} failed, {len(locked)} locked by another runner",
         file=out,
     )
@@ -489,17 +494,19 @@ def run_suite(
     for o in locked:
         print(f"  LOCKED {o.name}: another runner holds {Path(o.directory) / '.lock'}", file=out)
 
-    if report and any(results_dir.glob("*/seed*/metrics.json")):
-        from rsqair_bench.report import write_report
 
-        written = write_report(results_dir, expected_seeds=len(suite.seeds), baseline=suite.baseline)
-        summary.report_dir = results_dir / "report"
-        tables = ", ".join(p.name for p in written if p.parent == summary.report_dir and p.suffix != ".pdf")
-        print(f"report: tables in {summary.report_dir} ({tables})", file=out)
-        figs = summary.report_dir / "figures"
-        if figs.is_dir():
-            print(f"report: figures in {figs}", file=out)
-    return summary
+def _write_suite_report(suite: SuiteConfig, results_dir: Path, out: Any) -> Path:
+    """report/ from every metrics.json of the suite (report.write_report); returns the report directory."""
+    from rsqair_bench.report import write_report
+
+    written = write_report(results_dir, expected_seeds=len(suite.seeds), baseline=suite.baseline)
+    report_dir = results_dir / "report"
+    tables = ", ".join(p.name for p in written if p.parent == report_dir and p.suffix != ".pdf")
+    print(f"report: tables in {report_dir} ({tables})", file=out)
+    figs = report_dir / "figures"
+    if figs.is_dir():
+        print(f"report: figures in {figs}", file=out)
+    return report_dir
 
 
 # ----------------------------------------------------------------------------- CLI

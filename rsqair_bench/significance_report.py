@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rsqair_bench import report, significance
+from rsqair_bench import metrics, significance
 from rsqair_bench.io import atomic_write_text
 
 DEFAULT_BASELINE = "sqair"
@@ -19,18 +19,18 @@ def resolve_baseline(requested: str | None, models: list[str]) -> str:
 
 
 def write_significance(runs: list[dict[str, Any]], out: Path, baseline: str | None = None) -> list[Path]:
-    models = report._ordered_models(runs)
-    grouped = report._by_model(runs)
-    labels = {m: report._label(m, grouped[m]) for m in models}
+    models = metrics.ordered_models(runs)
+    grouped = metrics.by_model(runs)
+    labels = {m: metrics.label(m, grouped[m]) for m in models}
     base = resolve_baseline(baseline, models)
     if base in grouped:
-        table = significance.significance_table(runs, base, models, report._ordered_splits(runs), labels)
+        table = significance.significance_table(runs, base, models, metrics.ordered_splits(runs), labels)
         caption = significance.caption(labels[base], table)
         body = table.to_markdown(index=False, disable_numparse=True) if len(table) else "no other model to compare"
     else:
         table = significance.comparison_rows([])
         caption = f"No significance tests: the baseline model {base!r} has no finished seed in this directory"
-        body = report.MISSING
+        body = metrics.MISSING
     paths = [out / "significance.md", out / "significance.csv"]
     atomic_write_text(paths[0], f"# Significance against {labels.get(base, base)}\n\n{caption}\n\n{body}\n")
     atomic_write_text(paths[1], table.to_csv(index=False))

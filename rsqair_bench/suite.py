@@ -8,8 +8,10 @@ path, what was found and what was expected, e.g. `suites/x.yaml: seeds[2]: dupli
 
 from __future__ import annotations
 
+import argparse
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
@@ -19,17 +21,18 @@ from rsqair_bench.config import (
     JobConfig,
     SuiteConfig,
     check_eval_config,
+    check_eval_split,
     check_model_config,
-    check_relation_options,
     check_train_config,
+    load_config,
 )
 from rsqair_bench.data.limits import MAX_FRAMES, MAX_SEQUENCES, MAX_SIZE, MIN_SIZE
 from rsqair_bench.errors import ConfigError, RegistryError
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")  # what device.resolve_device accepts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_MODEL = re.compile(r"^sqair(\+[A-Za-z0-9_.-]+)?$")
 _DATA_SUFFIXES = (".h5", ".hdf5")
+
+Fail = Callable[[str, str], None]  # fail(key, message) raises ConfigError naming the suite file and the key
 
 
 @dataclass
@@ -53,16 +56,11 @@ class Job:
         return self.data_paths.get(split_data, split_data)
 
 
-def _registered_models(suite: SuiteConfig) -> list[str]:
-    """Model names the registry knows after loading the suite's plugins."""
-    from rsqair_bench import registry  # lazy: plugins run code
-
-    registry.load_plugins(list(suite.plugins))
-    return registry.model_names()
-
-
 def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
-    """Semantic checks on a parsed suite; raises ConfigError naming `path` and the key. Returns the suite."""
+    """Semantic checks on a parsed suite; raises ConfigError naming `path` and the key. Returns the suite.
+
+    Model names are the registry's rule, devices device.py's, value ranges config.py's `check_*`.
+    """
     where = f"{path}:"
 
     def fail(key: str, message: str) -> None:
@@ -70,8 +68,19 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
 
     if not _NAME.match(suite.name):
         fail("name", f"expected a directory-safe name (letters, digits, _ . + -), found {suite.name!r}")
+    _check_models(suite, fail)
+    # ranges: the same checks train_job makes, so a suite that validates does not fail at train time
+    _check_ranges(suite, where)
+    _check_seeds(suite, fail)
+    _check_data(suite, fail)
+    _check_eval_splits(suite, where, fail)
+    _check_where_to_run(suite, fail)
+    return suite
 
-    # models
+
+def _check_models(suite: SuiteConfig, fail: Fail) -> None:
+    from rsqair_bench import registry  # lazy: imports torch; plugins run code
+
     if not suite.models:
         fail("models", "expected at least one model, found an empty list")
     seen_models: dict[str, int] = {}
@@ -79,10 +88,11 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
         if model in seen_models:
             fail(f"models[{i}]", f"duplicated model {model!r} (also models[{seen_models[model]}])")
         seen_models[model] = i
-        if not _MODEL.match(model):
+        if not registry.is_model_name(model):
             fail(f"models[{i}]", f"unknown model {model!r} (expected 'sqair' or 'sqair+<relation>')")
     try:
-        known = _registered_models(suite)
+        registry.load_plugins(list(suite.plugins))
+        known = registry.model_names()
     except RegistryError as err:
         fail("plugins", str(err))
     for i, model in enumerate(suite.models):
@@ -91,14 +101,18 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
     if suite.baseline is not None and suite.baseline not in suite.models:
         fail("baseline", f"expected one of the suite's models ({', '.join(suite.models)}), found {suite.baseline!r}")
 
-    # ranges: the same checks train_job makes, so a suite that validates does not fail at train time
+
+def _check_ranges(suite: SuiteConfig, where: str) -> None:
+    from rsqair_bench import registry
+
     check_model_config(suite.model_config, where)
     check_train_config(suite.train, where)
     check_eval_config(suite.eval, where)
     for model in suite.models:
-        check_relation_options(model, suite.model_config, suite.plugins, where)
+        registry.check_relation_options(model, suite.model_config, suite.plugins, where)
 
-    # seeds
+
+def _check_seeds(suite: SuiteConfig, fail: Fail) -> None:
     if not suite.seeds:
         fail("seeds", "expected at least one seed, found an empty list")
     seen_seeds: set[int] = set()
@@ -109,7 +123,8 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
             fail(f"seeds[{i}]", f"duplicated seed {seed}")
         seen_seeds.add(seed)
 
-    # data sets
+
+def _check_data(suite: SuiteConfig, fail: Fail) -> None:
     if not suite.data:
         fail("data", "expected at least one data set, found none")
     for name, ds in suite.data.items():
@@ -123,7 +138,8 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
     if suite.train.curriculum_max > train_ds.frames:
         fail("train.curriculum_max", f"{suite.train.curriculum_max} frames but data.{suite.train_data} has {train_ds.frames}")
 
-    # evaluation
+
+def _check_eval_splits(suite: SuiteConfig, where: str, fail: Fail) -> None:
     for key, sp in suite.eval.splits.items():
         k = f"eval.splits.{key}"
         if sp.data in suite.data:
@@ -134,12 +150,12 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
                 fail(f"{k}.frames", f"{sp.frames} frames but data.{sp.data} has {ds.frames}")
         elif not sp.data.endswith(_DATA_SUFFIXES):
             fail(f"{k}.data", f"unknown data set {sp.data!r} (expected one of {', '.join(suite.data)} or an .h5 path)")
-        if sp.frames < 2:
-            fail(f"{k}.frames", f"expected >= 2 (observed frames + a sampled last frame), found {sp.frames}")
-        if sp.max_objects is not None and sp.max_objects < 1:
-            fail(f"{k}.max_objects", f"expected >= 1, found {sp.max_objects}")
+        check_eval_split(sp, where, k)
 
-    # where and how to run
+
+def _check_where_to_run(suite: SuiteConfig, fail: Fail) -> None:
+    from rsqair_bench.device import DEVICE_NAMES, is_device_name  # lazy: imports torch
+
     if ".." in PurePath(suite.results).parts:
         fail("results", f"path {suite.results!r} escapes with '..' (expected a directory inside the project or an absolute path)")
     blocker = _file_in_the_way(Path(suite.results) / suite.name)
@@ -147,13 +163,12 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
         fail("results", f"{str(blocker)!r} is a file, expected a directory (or nothing) at {suite.results!r}/{suite.name}")
     if suite.workers < 1:
         fail("workers", f"expected >= 1, found {suite.workers}")
-    if not _DEVICE.match(suite.device):
-        fail("device", f"expected auto, cpu, mps, cuda or cuda:N, found {suite.device!r}")
+    if not is_device_name(suite.device):
+        fail("device", f"expected {DEVICE_NAMES}, found {suite.device!r}")
     if suite.ray.num_cpus_per_job <= 0:
         fail("ray.num_cpus_per_job", f"expected > 0, found {suite.ray.num_cpus_per_job}")
     if suite.ray.num_gpus_per_job < 0:
         fail("ray.num_gpus_per_job", f"expected >= 0, found {suite.ray.num_gpus_per_job}")
-    return suite
 
 
 def _file_in_the_way(directory: Path) -> Path | None:
@@ -164,7 +179,7 @@ def _file_in_the_way(directory: Path) -> Path | None:
     return None
 
 
-def _check_dataset(name: str, ds: DataSetConfig, fail) -> None:  # noqa: ANN001 - fail is the local closure
+def _check_dataset(name: str, ds: DataSetConfig, fail: Fail) -> None:
     k = f"data.{name}"
     if "/" in name or name in (".", ".."):
         fail(k, f"data set names must not contain '/', found {name!r}")
@@ -209,3 +224,14 @@ def expand_jobs(suite: SuiteConfig) -> list[Job]:
                 )
             )
     return jobs
+
+
+# ----------------------------------------------------------------------------- CLI: validate
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", help="suite YAML file")
+
+
+def command(args: argparse.Namespace) -> int:
+    suite = validate_suite(load_config(SuiteConfig, args.suite), args.suite)
+    print(f"{args.suite}: ok ({len(suite.models)} models x {len(suite.seeds)} seeds)")
+    return 0

@@ -31,12 +31,11 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -53,18 +52,17 @@ from rsqair_bench.config import (
     load_config,
     to_dict,
 )
+from rsqair_bench.data.loader import DatasetFactory, default_dataset_factory
 from rsqair_bench.device import peak_memory_mb, resolve_device
 from rsqair_bench.errors import DataError, TrainingDiverged
 from rsqair_bench.io import atomic_write_text, directory_lock
 from rsqair_bench.job_status import StatusWriter
+from rsqair_bench.metrics import TRAIN_KEYS, TrainStats
 from rsqair_bench.progress import progress_enabled
-from rsqair_bench.registry import count_parameters
+from rsqair_bench.registry import ModelFactory, count_parameters, default_model_factory
+from rsqair_bench.seeding import derive_seed
 
 log = logging.getLogger(__name__)
-
-ModelFactory = Callable[[str, ModelConfig], nn.Module]
-DatasetFactory = Callable[[str, str, "int | None", int], Dataset]  # (path, split, frames, crop); items as
-# BallsDataset, plus read_features(index, start, length) for training windows
 
 LOG_COLUMNS = ["iteration", "seq_len", "iwae_bound", "loss", "lr", "seconds", "sequences_per_s"]
 LATEST = "checkpoint.pt"
@@ -82,12 +80,6 @@ def learning_rate_factor(iteration: int, cfg: TrainConfig) -> float:
     """Multiplier of the base lr at 0-based `iteration`: decay_factor ** (milestones passed)."""
     passed = sum(1 for frac in cfg.lr_decay_at if iteration >= round(frac * cfg.max_iterations))
     return cfg.lr_decay_factor**passed
-
-
-def derive_seed(seed: int, *tags: int) -> int:
-    """Independent 63-bit seed for a (seed, purpose, index) triple; avoids correlated streams."""
-    words = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, *tags]).generate_state(2, dtype=np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
 
 
 class EarlyStopping:
@@ -121,22 +113,7 @@ class EarlyStopping:
         self.best, self.best_iteration, self.bad_count = state["best"], state["best_iteration"], state["bad_count"]
 
 
-# ----------------------------------------------------------------------------- devices and memory
-# ----------------------------------------------------------------------------- defaults for injection
-def default_model_factory(plugins: list[str]) -> ModelFactory:
-    from rsqair_bench import registry
-
-    if plugins:
-        registry.load_plugins(plugins)
-    return registry.build_model
-
-
-def default_dataset_factory(path: str, split: str, frames: int | None, crop: int) -> Dataset:
-    from rsqair_bench.data.loader import BallsDataset
-
-    return BallsDataset(path, split, frames=frames, crop=crop)
-
-
+# ----------------------------------------------------------------------------- model and optimizer
 def build_seeded_model(factory: ModelFactory, name: str, config: ModelConfig, seed: int) -> nn.Module:
     """Construct under fork_rng so parameter init is seeded without touching the caller's global RNG."""
     with torch.random.fork_rng(devices=[]):
@@ -251,13 +228,7 @@ class TrainResult:
 
     def train_stats(self) -> dict[str, Any]:
         """The `train` entry of metrics.json."""
-        return {
-            "iterations": self.iterations,
-            "seconds": self.seconds,
-            "sequences_per_s": self.sequences_per_s,
-            "peak_memory_mb": self.peak_memory_mb,
-            "best_validation_bound": self.best_validation_bound,
-        }
+        return TrainStats(**{k: getattr(self, k) for k in TRAIN_KEYS}).as_dict()
 
 
 def job_hash(job: JobConfig) -> str:
@@ -265,11 +236,6 @@ def job_hash(job: JobConfig) -> str:
     data = to_dict(job)
     data.pop("device", None)
     return ckpt.config_hash(data)
-
-
-def _validate_train_config(cfg: TrainConfig) -> None:
-    """The same range checks `validate` makes (config.check_train_config), kept as a name for callers."""
-    check_train_config(cfg)
 
 
 def _trim_log(path: Path, keep_through: int) -> None:
@@ -323,6 +289,112 @@ def _tensorboard(out_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
 
 
+# ----------------------------------------------------------------------------- the job's state
+@dataclass
+class TrainState:
+    """What a run carries from one step to the next besides the weights: checkpoint.pt stores and restores it."""
+
+    iteration: int = 0
+    nan_skips: int = 0
+    elapsed: float = 0.0  # wall seconds over all (resumed) runs, validation included
+    step_seconds: float = 0.0  # seconds inside optimisation steps
+    peak_mb: float = 0.0  # peak memory of earlier (resumed) runs
+    finished: bool = False
+    stopped_early: bool = False
+    window: dict[str, float] = field(default_factory=lambda: _empty_window())  # sums since the last log row
+
+    def to_checkpoint(self, peak_memory_mb: float) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration, "nan_skips": self.nan_skips, "elapsed_seconds": self.elapsed,
+            "step_seconds": self.step_seconds, "peak_memory_mb": peak_memory_mb, "finished": self.finished,
+            "stopped_early": self.stopped_early, "log_window": dict(self.window),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> TrainState:
+        return cls(
+            iteration=state["iteration"], nan_skips=state["nan_skips"], elapsed=state["elapsed_seconds"],
+            step_seconds=state["step_seconds"], peak_mb=state["peak_memory_mb"], finished=state["finished"],
+            stopped_early=state["stopped_early"], window=dict(state["log_window"]),
+        )
+
+
+def _empty_window() -> dict[str, float]:
+    return {"loss": 0.0, "bound": 0.0, "count": 0}
+
+
+@dataclass
+class _TrainData:
+    train: Dataset  # whole training sequences; windows are read from them
+    validation: Dataset
+    n_train: int
+    total_frames: int
+
+
+@dataclass
+class _Run:
+    """The parts of one training run that the steps below share: built once, then only `state` changes."""
+
+    job: JobConfig
+    out_dir: Path
+    device: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    model_gen: torch.Generator
+    stopper: EarlyStopping
+    parameters: dict[str, int]
+    model_cfg_hash: str
+    job_hash: str
+    state: TrainState = field(default_factory=TrainState)
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.job.train
+
+    @property
+    def latest(self) -> Path:
+        return self.out_dir / LATEST
+
+    @property
+    def best(self) -> Path:
+        return self.out_dir / BEST
+
+    def result(self) -> TrainResult:
+        st = self.state
+        return TrainResult(
+            out_dir=self.out_dir, iterations=st.iteration, seconds=st.elapsed,
+            sequences_per_s=st.iteration * self.cfg.batch_size / st.step_seconds if st.step_seconds > 0 else 0.0,
+            peak_memory_mb=max(st.peak_mb, peak_memory_mb(self.device)), best_validation_bound=self.stopper.best,
+            best_iteration=self.stopper.best_iteration, checkpoint=self.latest, best_checkpoint=self.best,
+            stopped_early=st.stopped_early, finished=st.finished, nan_skips=st.nan_skips, config_hash=self.job_hash,
+            parameters=self.parameters,
+        )
+
+    def snapshot(self, kind: str) -> dict[str, Any]:
+        """A checkpoint: `best` (model and facts) or `latest` (also optimizer, scheduler and RNG states)."""
+        job, result, horizon = self.job, self.result(), curriculum_length(max(self.state.iteration - 1, 0), self.cfg)
+        state = {
+            "kind": kind, "model_name": job.model, "model_config": to_dict(job.model_config),
+            "model_config_hash": self.model_cfg_hash, "config_hash": self.job_hash, "seed": job.seed,
+            "plugins": list(job.plugins), "job": to_dict(job), "seq_len": horizon,
+            # the longest windows trained on so far: evaluation marks scores at longer T (docs/metrics.md)
+            "trained_horizon": horizon,
+            "best_score": self.stopper.best, "early_stopping": self.stopper.state_dict(),
+            **self.state.to_checkpoint(result.peak_memory_mb),
+            "train_stats": result.train_stats(), "parameters": self.parameters,
+            "model": self.model.state_dict(),
+        }
+        if kind == "latest":
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict()
+            state["rng"] = {"model": self.model_gen.get_state(), **ckpt.capture_global_rng()}
+        return state
+
+    def last_good(self) -> str:
+        return f"last good checkpoint {self.latest} kept" if self.latest.exists() else "no checkpoint written yet"
+
+
 # ----------------------------------------------------------------------------- the job
 def train_job(
     job: JobConfig,
@@ -337,15 +409,29 @@ def train_job(
     All inputs are checked (config, data, existing checkpoint) before anything in `out_dir` is written.
     Raises ConfigError, DataError, CheckpointError, TrainingDiverged.
     """
-    out_dir = Path(out_dir)
-    cfg = job.train
     check_model_config(job.model_config)
-    _validate_train_config(cfg)
+    check_train_config(job.train)
     device = resolve_device(job.device)
-    dataset_factory = dataset_factory or default_dataset_factory
-    crop = job.model_config.image_size
+    data = _load_data(job, dataset_factory or default_dataset_factory)
+    run = _build_run(job, Path(out_dir), device, model_factory or default_model_factory(job.plugins))
+    _resume(run)
+    if run.state.finished:
+        log.info("%s: training already finished at iteration %d", run.latest, run.state.iteration)
+        return run.result()
+    # from here on out_dir is written
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.out_dir / "config.yaml", dump_yaml(job))
+    _trim_log(run.out_dir / LOG_FILE, run.state.iteration)
+    stop = run.cfg.max_iterations if max_steps is None else min(run.cfg.max_iterations, run.state.iteration + max_steps)
+    _train_loop(run, data, stop, progress)
+    if run.state.finished and not run.best.exists():  # every validation was non-finite: keep the last model as best
+        ckpt.save_checkpoint(run.best, run.snapshot("best"))
+    return run.result()
 
-    # data: checked before anything is written
+
+def _load_data(job: JobConfig, dataset_factory: DatasetFactory) -> _TrainData:
+    """The training and validation splits, checked against the config before anything is written."""
+    cfg, crop = job.train, job.model_config.image_size
     train_base = dataset_factory(job.train_data, "training", None, crop)
     n_train = len(train_base)  # type: ignore[arg-type]
     if n_train < cfg.batch_size:
@@ -361,211 +447,207 @@ def train_job(
         val_ds = Subset(val_ds, range(cfg.validation_sequences))
     if len(val_ds) == 0:  # type: ignore[arg-type]
         raise DataError(f"{job.train_data}: validation split is empty")
+    return _TrainData(train_base, val_ds, n_train, total_frames)
 
-    # model, optimizer, schedule
-    factory = model_factory or default_model_factory(job.plugins)
+
+def _build_run(job: JobConfig, out_dir: Path, device: torch.device, factory: ModelFactory) -> _Run:
+    """Model (seeded init), optimizer, lr schedule, noise generator and early stopping, fresh."""
+    cfg = job.train
     model = build_seeded_model(factory, job.model, job.model_config, job.seed).to(device)
     model.train()
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate_factor(i, cfg))
-    model_gen = torch.Generator(device=device).manual_seed(derive_seed(job.seed, 3))
-    stopper = EarlyStopping(cfg.early_stop_patience)
-    model_cfg_hash = ckpt.config_hash(job.model_config)
-    jhash = job_hash(job)
     relation = getattr(model, "relation", None)
-    params = {"total": count_parameters(model), "relation": count_parameters(relation) if relation is not None else 0}
+    return _Run(
+        job=job, out_dir=out_dir, device=device, model=model, optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate_factor(i, cfg)),
+        model_gen=torch.Generator(device=device).manual_seed(derive_seed(job.seed, 3)),
+        stopper=EarlyStopping(cfg.early_stop_patience),
+        parameters={"total": count_parameters(model),
+                    "relation": count_parameters(relation) if relation is not None else 0},
+        model_cfg_hash=ckpt.config_hash(job.model_config), job_hash=job_hash(job),
+    )
 
-    iteration, nan_skips, elapsed, step_seconds, peak_mb, finished, stopped_early = 0, 0, 0.0, 0.0, 0.0, False, False
-    window = {"loss": 0.0, "bound": 0.0, "count": 0}
-    latest, best_path, log_path = out_dir / LATEST, out_dir / BEST, out_dir / LOG_FILE
-    if latest.exists():
-        state = ckpt.load_checkpoint(latest)  # cpu: RNG states must stay on cpu
-        ckpt.check_compatible(state, latest, job.model, model_cfg_hash, job.seed)
-        if state.get("config_hash") != jhash:
-            log.warning("%s: job settings changed since the checkpoint (e.g. train.*); resuming anyway", latest)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, ValueError) as err:
-            first = str(err).splitlines()[0]
-            raise ckpt.CheckpointError(f"{latest}: state does not fit model {job.model!r} ({first[:160]})") from None
-        model_gen.set_state(state["rng"]["model"])
-        ckpt.restore_global_rng(state["rng"])
-        stopper.load_state_dict(state["early_stopping"])
-        iteration, nan_skips = state["iteration"], state["nan_skips"]
-        elapsed, step_seconds, peak_mb = state["elapsed_seconds"], state["step_seconds"], state["peak_memory_mb"]
-        finished, stopped_early, window = state["finished"], state["stopped_early"], dict(state["log_window"])
-        log.info("%s: resuming at iteration %d", latest, iteration)
 
-    def make_result() -> TrainResult:
-        seqs = iteration * cfg.batch_size
-        return TrainResult(
-            out_dir=out_dir, iterations=iteration, seconds=elapsed,
-            sequences_per_s=seqs / step_seconds if step_seconds > 0 else 0.0,
-            peak_memory_mb=max(peak_mb, peak_memory_mb(device)), best_validation_bound=stopper.best,
-            best_iteration=stopper.best_iteration, checkpoint=latest, best_checkpoint=best_path,
-            stopped_early=stopped_early, finished=finished, nan_skips=nan_skips, config_hash=jhash, parameters=params,
-        )
+def _resume(run: _Run) -> None:
+    """Load checkpoint.pt when there is one: weights, optimizer, schedule, RNG states and the TrainState."""
+    latest, job = run.latest, run.job
+    if not latest.exists():
+        return
+    state = ckpt.load_checkpoint(latest)  # cpu: RNG states must stay on cpu
+    ckpt.check_compatible(state, latest, job.model, run.model_cfg_hash, job.seed)
+    if state.get("config_hash") != run.job_hash:
+        log.warning("%s: job settings changed since the checkpoint (e.g. train.*); resuming anyway", latest)
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        first = str(err).splitlines()[0]
+        raise ckpt.CheckpointError(f"{latest}: state does not fit model {job.model!r} ({first[:160]})") from None
+    run.model_gen.set_state(state["rng"]["model"])
+    ckpt.restore_global_rng(state["rng"])
+    run.stopper.load_state_dict(state["early_stopping"])
+    run.state = TrainState.from_checkpoint(state)
+    log.info("%s: resuming at iteration %d", latest, run.state.iteration)
 
-    if finished:
-        log.info("%s: training already finished at iteration %d", latest, iteration)
-        return make_result()
 
-    # from here on out_dir is written
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.yaml", dump_yaml(job))
-    _trim_log(log_path, iteration)
+class _Outputs:
+    """What a run writes while it trains besides checkpoints: train_log.csv, tensorboard/, the bar, status.json."""
 
-    def snapshot(kind: str) -> dict[str, Any]:
-        result = make_result()
-        state = {
-            "kind": kind, "model_name": job.model, "model_config": to_dict(job.model_config),
-            "model_config_hash": model_cfg_hash, "config_hash": jhash, "seed": job.seed, "plugins": list(job.plugins),
-            "job": to_dict(job), "iteration": iteration, "seq_len": curriculum_length(max(iteration - 1, 0), cfg),
-            # the longest windows trained on so far: evaluation marks scores at longer T (docs/metrics.md)
-            "trained_horizon": curriculum_length(max(iteration - 1, 0), cfg),
-            "best_score": stopper.best, "early_stopping": stopper.state_dict(), "nan_skips": nan_skips,
-            "elapsed_seconds": elapsed, "step_seconds": step_seconds, "peak_memory_mb": result.peak_memory_mb,
-            "finished": finished, "stopped_early": stopped_early, "log_window": dict(window),
-            "train_stats": result.train_stats(), "parameters": params,
-            "model": model.state_dict(),
-        }
-        if kind == "latest":
-            state["optimizer"] = optimizer.state_dict()
-            state["scheduler"] = scheduler.state_dict()
-            state["rng"] = {"model": model_gen.get_state(), **ckpt.capture_global_rng()}
-        return state
+    def __init__(self, run: _Run, progress: bool) -> None:
+        from tqdm import tqdm
 
-    per_epoch = n_train // cfg.batch_size
-    validate_every = cfg.validate_every or per_epoch
-    stop = cfg.max_iterations if max_steps is None else min(cfg.max_iterations, iteration + max_steps)
-    sampler = WindowBatchSampler(n_train, cfg.batch_size, total_frames, cfg, job.seed, iteration, stop)
+        cfg, it = run.cfg, run.state.iteration
+        self.writer = _tensorboard(run.out_dir)
+        self.bar = tqdm(total=cfg.max_iterations, initial=it, disable=not progress_enabled(progress), unit="it")
+        self.status = StatusWriter(run.out_dir, run.job.model, run.job.seed, cfg.max_iterations, it)  # `run`'s display
+        self.log_fh = (run.out_dir / LOG_FILE).open("a", newline="")
+        self.csv = csv.writer(self.log_fh)
+        self.t_window, self.window_steps = 0.0, 0  # time and steps since the last log row
+
+    def log_row(self, run: _Run, seq_len: int, lr: float) -> None:
+        """One train_log.csv row (and tensorboard scalars) with the means since the last row."""
+        st, batch = run.state, run.cfg.batch_size
+        n = max(st.window["count"], 1)
+        row = [st.iteration, seq_len, repr(st.window["bound"] / n), repr(st.window["loss"] / n), repr(lr),
+               f"{st.elapsed:.3f}", f"{self.window_steps * batch / max(self.t_window, 1e-9):.3f}"]
+        self.csv.writerow(row)
+        self.log_fh.flush()
+        if self.writer is not None:
+            for name, value in zip(LOG_COLUMNS[1:], row[1:]):
+                self.writer.add_scalar(f"train/{name}", float(value), st.iteration)
+        self.bar.set_postfix(L=seq_len, bound=f"{st.window['bound'] / n:.1f}")
+        st.window = _empty_window()
+        self.t_window, self.window_steps = 0.0, 0
+
+    def close(self) -> None:
+        self.log_fh.close()
+        self.bar.close()
+        self.status.phase("training ended")
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _train_loop(run: _Run, data: _TrainData, stop: int, progress: bool) -> None:
+    """Steps from run.state.iteration up to `stop` (or the end of training), logging, validating, checkpointing."""
+    cfg, st = run.cfg, run.state
+    validate_every = cfg.validate_every or data.n_train // cfg.batch_size  # default: once per epoch
+    sampler = WindowBatchSampler(data.n_train, cfg.batch_size, data.total_frames, cfg, run.job.seed, st.iteration, stop)
     loader = DataLoader(
-        WindowDataset(train_base), batch_sampler=sampler, num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(derive_seed(job.seed, 6, iteration)),  # worker seeds; no global RNG
+        WindowDataset(data.train), batch_sampler=sampler, num_workers=cfg.num_workers,
+        pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(derive_seed(run.job.seed, 6, st.iteration)),  # worker seeds; no global RNG
     )
     old_threads = torch.get_num_threads()
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    writer = _tensorboard(out_dir)
-    from tqdm import tqdm
-
-    bar = tqdm(total=cfg.max_iterations, initial=iteration, disable=not progress_enabled(progress), unit="it")
-    status = StatusWriter(out_dir, job.model, job.seed, cfg.max_iterations, iteration)  # for `run`'s live display
-    log_fh = log_path.open("a", newline="")
-    csv_out = csv.writer(log_fh)
-    t_start = time.perf_counter() - elapsed
-    t_window, window_steps = 0.0, 0
+    outputs = _Outputs(run, progress)
+    t_start = time.perf_counter() - st.elapsed
     try:
         for x in loader:
             t0 = time.perf_counter()
-            seq_len = x.shape[1]
-            lr = cfg.learning_rate * learning_rate_factor(iteration, cfg)
-            x = x.to(device, non_blocking=True)  # [B, L, 1, H, W]
-            out = _forward_or_none(model, x, cfg.particles, model_gen)  # None: a distribution got NaN parameters
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = float(out.loss.detach()) if out is not None else float("nan")
-            ok = math.isfinite(loss_value)
-            if ok:
-                out.loss.backward()
-                grads = [p.grad for p in model.parameters() if p.grad is not None]
-                if cfg.grad_clip is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                else:
-                    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-                ok = bool(torch.isfinite(norm))
-            if ok:
-                optimizer.step()
-                bound_value = float(out.iwae_bound.detach().double().mean())
-            elif nan_skips < cfg.max_nan_skips:
-                nan_skips += 1
-                optimizer.zero_grad(set_to_none=True)
-                log.warning("non-finite loss or gradient at iteration %d: batch skipped (%d/%d)",
-                            iteration + 1, nan_skips, cfg.max_nan_skips)
-                bound_value = float("nan")
-            else:
-                log_fh.flush()
-                what = "a distribution parameter" if out is None else ("loss" if not math.isfinite(loss_value) else "gradient")
-                good = f"last good checkpoint {latest} kept" if latest.exists() else "no checkpoint written yet"
-                raise TrainingDiverged(
-                    f"{out_dir}: {what} became non-finite ({loss_value}) at iteration {iteration + 1} "
-                    f"(seq_len {seq_len}); {good}; set train.max_nan_skips to skip bad batches"
-                )
-            scheduler.step()
-            iteration += 1
+            seq_len, lr = x.shape[1], cfg.learning_rate * learning_rate_factor(st.iteration, cfg)
+            loss_value, bound_value = _step(run, x, outputs)
             dt = time.perf_counter() - t0
-            step_seconds += dt
-            t_window += dt
-            window_steps += 1
+            st.step_seconds += dt
+            outputs.t_window += dt
+            outputs.window_steps += 1
             if math.isfinite(bound_value):
-                window["loss"] += loss_value
-                window["bound"] += bound_value
-                window["count"] += 1
-            elapsed = time.perf_counter() - t_start
-            bar.update(1)
-            status.step(iteration, bound_value)
-
-            if iteration % cfg.log_every == 0:
-                n = max(window["count"], 1)
-                row = [iteration, seq_len, repr(window["bound"] / n), repr(window["loss"] / n), repr(lr),
-                       f"{elapsed:.3f}", f"{window_steps * cfg.batch_size / max(t_window, 1e-9):.3f}"]
-                csv_out.writerow(row)
-                log_fh.flush()
-                if writer is not None:
-                    for name, value in zip(LOG_COLUMNS[1:], row[1:]):
-                        writer.add_scalar(f"train/{name}", float(value), iteration)
-                bar.set_postfix(L=seq_len, bound=f"{window['bound'] / n:.1f}")
-                window = {"loss": 0.0, "bound": 0.0, "count": 0}
-                t_window, window_steps = 0.0, 0
-
-            done = iteration >= cfg.max_iterations
-            validating = iteration % validate_every == 0 or done
-            if (validating or iteration % cfg.checkpoint_every == 0 or iteration >= stop) and not _parameters_finite(model):
-                good = f"last good checkpoint {latest} kept" if latest.exists() else "no checkpoint written yet"
-                raise TrainingDiverged(
-                    f"{out_dir}: parameters became non-finite by iteration {iteration} "
-                    f"(train.learning_rate {cfg.learning_rate} too high?); {good}"
-                )
-            if validating:
-                try:
-                    score = validation_bound(model, val_ds, cfg.batch_size, cfg.particles, job.seed, device)
-                except ValueError as err:  # a distribution refused non-finite parameters: a non-finite score
-                    if not _is_nonfinite_distribution_error(err):
-                        raise
-                    score = float("nan")
-                improved = stopper.update(score, iteration)
-                log.info("iteration %d: validation bound %.3f (best %s, %d without improvement)",
-                         iteration, score, stopper.best, stopper.bad_count)
-                if writer is not None:
-                    writer.add_scalar("validation/iwae_bound", score, iteration)
-                if stopper.should_stop:
-                    stopped_early = finished = True
-                if done:
-                    finished = True
-                elapsed = time.perf_counter() - t_start
-                if improved:
-                    ckpt.save_checkpoint(best_path, snapshot("best"))
-            if iteration % cfg.checkpoint_every == 0 or finished or iteration >= stop:
-                elapsed = time.perf_counter() - t_start
-                ckpt.save_checkpoint(latest, snapshot("latest"))
-            if finished:
+                st.window["loss"] += loss_value
+                st.window["bound"] += bound_value
+                st.window["count"] += 1
+            st.elapsed = time.perf_counter() - t_start
+            outputs.bar.update(1)
+            outputs.status.step(st.iteration, bound_value)
+            if st.iteration % cfg.log_every == 0:
+                outputs.log_row(run, seq_len, lr)
+            _validate_and_checkpoint(run, data.validation, validate_every, stop, outputs, t_start)
+            if st.finished:
                 break
     finally:
-        log_fh.close()
-        bar.close()
-        status.phase("training ended")
-        if writer is not None:
-            writer.close()
+        outputs.close()
         torch.set_num_threads(old_threads)
-    if finished and not best_path.exists():  # every validation was non-finite: keep the last model as best
-        ckpt.save_checkpoint(best_path, snapshot("best"))
-    if finished and best_path.exists():  # the best checkpoint carries the final training figures
-        best = ckpt.load_checkpoint(best_path)
-        best["train_stats"] = make_result().train_stats()
-        ckpt.save_checkpoint(best_path, best)
-    return make_result()
+
+
+def _step(run: _Run, x: torch.Tensor, outputs: _Outputs) -> tuple[float, float]:
+    """One optimisation step -> (loss, bound); a non-finite one is skipped while train.max_nan_skips allows."""
+    cfg, st, model, optimizer = run.cfg, run.state, run.model, run.optimizer
+    seq_len = x.shape[1]
+    x = x.to(run.device, non_blocking=True)  # [B, L, 1, H, W]
+    out = _forward_or_none(model, x, cfg.particles, run.model_gen)  # None: a distribution got NaN parameters
+    optimizer.zero_grad(set_to_none=True)
+    loss_value = float(out.loss.detach()) if out is not None else float("nan")
+    ok = math.isfinite(loss_value)
+    if ok:
+        out.loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if cfg.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        ok = bool(torch.isfinite(norm))
+    if ok:
+        optimizer.step()
+        bound_value = float(out.iwae_bound.detach().double().mean())
+    elif st.nan_skips < cfg.max_nan_skips:
+        st.nan_skips += 1
+        optimizer.zero_grad(set_to_none=True)
+        log.warning("non-finite loss or gradient at iteration %d: batch skipped (%d/%d)",
+                    st.iteration + 1, st.nan_skips, cfg.max_nan_skips)
+        bound_value = float("nan")
+    else:
+        outputs.log_fh.flush()
+        what = "a distribution parameter" if out is None else ("loss" if not math.isfinite(loss_value) else "gradient")
+        raise TrainingDiverged(
+            f"{run.out_dir}: {what} became non-finite ({loss_value}) at iteration {st.iteration + 1} "
+            f"(seq_len {seq_len}); {run.last_good()}; set train.max_nan_skips to skip bad batches"
+        )
+    run.scheduler.step()
+    st.iteration += 1
+    return loss_value, bound_value
+
+
+def _validate_and_checkpoint(run: _Run, val_ds: Dataset, validate_every: int, stop: int, outputs: _Outputs,
+                             t_start: float) -> None:
+    """After a step: validate when due (best.pt on improvement, early stopping), then checkpoint.pt when due."""
+    cfg, st = run.cfg, run.state
+    out_of_time = cfg.max_minutes is not None and time.perf_counter() - t_start >= 60.0 * cfg.max_minutes
+    done = st.iteration >= cfg.max_iterations or out_of_time
+    validating = st.iteration % validate_every == 0 or done
+    if (validating or st.iteration % cfg.checkpoint_every == 0 or st.iteration >= stop) and not _parameters_finite(run.model):
+        raise TrainingDiverged(
+            f"{run.out_dir}: parameters became non-finite by iteration {st.iteration} "
+            f"(train.learning_rate {cfg.learning_rate} too high?); {run.last_good()}"
+        )
+    if validating:
+        improved = _validate(run, val_ds, outputs)
+        if run.stopper.should_stop:
+            st.stopped_early = st.finished = True
+        if done:
+            st.finished = True
+        st.elapsed = time.perf_counter() - t_start
+        if improved:
+            ckpt.save_checkpoint(run.best, run.snapshot("best"))
+    if st.iteration % cfg.checkpoint_every == 0 or st.finished or st.iteration >= stop:
+        st.elapsed = time.perf_counter() - t_start
+        ckpt.save_checkpoint(run.latest, run.snapshot("latest"))
+
+
+def _validate(run: _Run, val_ds: Dataset, outputs: _Outputs) -> bool:
+    """The validation bound, recorded by early stopping; returns whether it improved on the best."""
+    cfg, it = run.cfg, run.state.iteration
+    try:
+        score = validation_bound(run.model, val_ds, cfg.batch_size, cfg.particles, run.job.seed, run.device)
+    except ValueError as err:  # a distribution refused non-finite parameters: a non-finite score
+        if not _is_nonfinite_distribution_error(err):
+            raise
+        score = float("nan")
+    improved = run.stopper.update(score, it)
+    log.info("iteration %d: validation bound %.3f (best %s, %d without improvement)",
+             it, score, run.stopper.best, run.stopper.bad_count)
+    if outputs.writer is not None:
+        outputs.writer.add_scalar("validation/iwae_bound", score, it)
+    return improved
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -25,14 +25,14 @@ def crash_train(job: JobConfig, out_dir: Path, progress: bool = False) -> dict[s
             "config_hash": "fake", "paper_name": "SQAIR"}
 
 
-def crash_eval(checkpoint: Path, data_path: str, split: EvalSplit, eval: EvalConfig, device: str = "auto",
+def crash_eval(checkpoint: Path, data_path: str, split: EvalSplit, eval_cfg: EvalConfig, device: str = "auto",
                seed: int = 0) -> dict:
-    per = [1.0] * eval.samples
+    per = [1.0] * eval_cfg.samples
     return {"data": data_path, "split": split.split, "max_objects": 4, "frames": split.frames, "sequences": 1,
-            "samples": eval.samples, "data_ll": {"mean": 1.0, "std": 0.0, "per_sample": per},
+            "samples": eval_cfg.samples, "data_ll": {"mean": 1.0, "std": 0.0, "per_sample": per},
             "relational_ll": {"mean": 1.0, "std": 0.0, "per_sample": per}, "sequences_with_collision": 0,
             "iwae_bound": {"mean": -1.0, "std": 0.0}, "count_accuracy": 1.0, "eval_sequences_per_s": 1.0,
-            "peak_memory_mb": 1.0}
+            "peak_memory_mb": 1.0, "references": None}
 
 
 def no_data(ds: DataSetConfig) -> Path:

@@ -11,17 +11,9 @@ import torch
 from rsqair_bench import cli, train
 from rsqair_bench.config import EvalConfig, EvalSplit
 from rsqair_bench.errors import DataError
-from rsqair_bench.evaluate import (
-    SPLIT_KEYS,
-    TOP_KEYS,
-    TRAIN_KEYS,
-    collision_mask,
-    data_log_likelihood,
-    evaluate_checkpoint,
-    job_info_from_checkpoint,
-    validate_metrics,
-    write_metrics,
-)
+from rsqair_bench.evaluate import evaluate_checkpoint, job_info_from_checkpoint
+from rsqair_bench.metrics import SPLIT_KEYS, TOP_KEYS, TRAIN_KEYS, validate_metrics, write_metrics
+from rsqair_bench.scores import collision_mask, data_log_likelihood, visible_objects
 from rsqair_bench.train import derive_seed, train_job
 from tests.fakes import FakeBallsDataset, fake_factory, tiny_job, write_fake_h5
 
@@ -84,13 +76,11 @@ def test_values_follow_the_definitions(trained: tuple[Path, Path]) -> None:
         g = torch.Generator().manual_seed(derive_seed(0, 10))  # the samples' stream
         # evaluate batches the 3 samples: row b*3 + s is sample s of sequence b
         frames = model.generate(x.repeat_interleave(3, 0), n_observed=5, generator=g).frames[0::3, 5]
-    expected = float(data_log_likelihood(x[:, 5], frames, 0.3).double().mean())
+    expected = float(data_log_likelihood(x[:, 5], frames, model.pixel_log_likelihood).double().mean())
     assert entry["data_ll"]["per_sample"][0] == pytest.approx(expected, rel=1e-6)
-    empty = float(data_log_likelihood(x[:, 5], torch.zeros_like(x[:, 5]), 0.3).double().mean())
+    empty = float(data_log_likelihood(x[:, 5], torch.zeros_like(x[:, 5]), model.pixel_log_likelihood).double().mean())
     assert entry["empty_frame_data_ll"] == pytest.approx(empty, rel=1e-9)
     # fake model predicts 2 objects everywhere: accuracy = share of frames with exactly 2 visible balls
-    from rsqair_bench.evaluate import visible_objects
-
     assert entry["count_accuracy"] == pytest.approx(float((visible_objects(groups) == 2).float().mean()))
 
 

@@ -18,7 +18,8 @@ import torch
 from rsqair_bench.config import EvalConfig, EvalSplit, JobConfig, ModelConfig, TrainConfig
 from rsqair_bench.data.h5 import generate_file
 from rsqair_bench.data.loader import BallsDataset
-from rsqair_bench.evaluate import evaluate_checkpoint, visible_objects
+from rsqair_bench.evaluate import evaluate_checkpoint
+from rsqair_bench.scores import visible_objects
 from rsqair_bench.train import train_job
 
 ITERATIONS = 1200

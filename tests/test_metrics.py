@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from rsqair_bench.evaluate import (
+from rsqair_bench.models.sqair import SQAIR
+from rsqair_bench.scores import (
     count_correct,
     data_log_likelihood,
     mean_std_over,
@@ -18,6 +20,12 @@ from rsqair_bench.evaluate import (
 
 STD = 0.3
 H = W = 6
+_MODEL = SimpleNamespace(config=SimpleNamespace(output_std=STD))
+
+
+def model_density(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """The model's own per-pixel likelihood (what the evaluator scores with), output_std = STD."""
+    return SQAIR.pixel_log_likelihood(_MODEL, x, mu)
 
 
 def independent_gaussian_sum(x: np.ndarray, mu: np.ndarray, std: float, mask: np.ndarray | None = None) -> float:
@@ -48,7 +56,7 @@ def scene(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def test_data_ll_equals_independent_gaussian_sum() -> None:
     x, mu, _, _ = scene(torch.Generator().manual_seed(0))
-    got = data_log_likelihood(x, mu, STD)
+    got = data_log_likelihood(x, mu, model_density)
     assert got.shape == (3,)
     for b in range(3):
         assert got[b].item() == pytest.approx(independent_gaussian_sum(x[b].numpy(), mu[b].numpy(), STD), rel=1e-12)
@@ -56,13 +64,13 @@ def test_data_ll_equals_independent_gaussian_sum() -> None:
 
 def test_data_ll_perfect_reconstruction_is_pixel_count_times_peak_density() -> None:
     x = torch.rand(2, 1, 50, 50, dtype=torch.float64)
-    got = data_log_likelihood(x, x.clone(), STD)
+    got = data_log_likelihood(x, x.clone(), model_density)
     assert torch.allclose(got, torch.full((2,), 2500 * -math.log(STD * math.sqrt(2 * math.pi)), dtype=torch.float64))
 
 
 def test_relational_ll_counts_exactly_colliding_ball_pixels() -> None:
     x, mu, groups, coll = scene(torch.Generator().manual_seed(1))
-    rel, has = relational_log_likelihood(x, mu, groups, coll, STD)
+    rel, has = relational_log_likelihood(x, mu, groups, coll, model_density)
     assert has.tolist() == [False, True, True]
     assert rel[0].item() == 0.0  # no collision contributes exactly zero
     mask1 = np.zeros((1, H, W), bool)
@@ -75,27 +83,27 @@ def test_relational_ll_counts_exactly_colliding_ball_pixels() -> None:
     only_a, only_b = coll.clone(), coll.clone()
     only_a[2, 0, 4:6] = False
     only_b[2, 0, 0:2] = False
-    ra, _ = relational_log_likelihood(x, mu, groups, only_a, STD)
-    rb, _ = relational_log_likelihood(x, mu, groups, only_b, STD)
+    ra, _ = relational_log_likelihood(x, mu, groups, only_a, model_density)
+    rb, _ = relational_log_likelihood(x, mu, groups, only_b, model_density)
     assert rel[2].item() == pytest.approx(ra[2].item() + rb[2].item(), rel=1e-12)
 
 
 def test_relational_ll_ignores_flags_on_background_pixels() -> None:
     x, mu, groups, coll = scene(torch.Generator().manual_seed(2))
     coll[0, 0, 3, 3] = True  # flag on background: not a ball pixel
-    rel, has = relational_log_likelihood(x, mu, groups, coll, STD)
+    rel, has = relational_log_likelihood(x, mu, groups, coll, model_density)
     assert not has[0] and rel[0].item() == 0.0
 
 
 def test_relational_ll_changes_only_with_colliding_pixels() -> None:
     x, mu, groups, coll = scene(torch.Generator().manual_seed(3))
-    base, _ = relational_log_likelihood(x, mu, groups, coll, STD)
+    base, _ = relational_log_likelihood(x, mu, groups, coll, model_density)
     mu2 = mu.clone()
     mu2[1, 0, 4:6, 4:6] += 0.5  # ball 3 (not colliding) reconstructed differently
-    same, _ = relational_log_likelihood(x, mu2, groups, coll, STD)
+    same, _ = relational_log_likelihood(x, mu2, groups, coll, model_density)
     assert same[1].item() == base[1].item()
     mu2[1, 0, 0, 0] += 0.5  # a pixel of ball 1 (colliding)
-    changed, _ = relational_log_likelihood(x, mu2, groups, coll, STD)
+    changed, _ = relational_log_likelihood(x, mu2, groups, coll, model_density)
     assert changed[1].item() != base[1].item()
 
 

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from rsqair_bench.ball_states import read_ball_states
+from rsqair_bench.config import ModelConfig
 from rsqair_bench.data.h5 import generate_file
 from rsqair_bench.data.loader import BallsDataset
 from rsqair_bench.dynamics import ReferenceScorer
+from rsqair_bench.models.sqair import SQAIR
 from rsqair_bench.references import reference_frames
 
 SEQUENCES, FRAMES = 160, 10
+
+
+def model_density(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """SQAIR's own per-pixel likelihood at the default output_std 0.3 (what the evaluator passes)."""
+    return SQAIR.pixel_log_likelihood(SimpleNamespace(config=ModelConfig()), x, mu)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +51,7 @@ def test_ball_centres_land_on_their_own_pixels_in_the_crop(balls) -> None:
 def test_reference_scores_match_the_documented_scale(balls) -> None:
     path, batch = balls
     states = read_ball_states(path, "test", FRAMES, SEQUENCES, 50)
-    scorer = ReferenceScorer(states, std=0.3)
+    scorer = ReferenceScorer(states, model_density)
     for lo in range(0, SEQUENCES, 64):  # in batches, as the evaluator does
         idx = np.arange(lo, min(lo + 64, SEQUENCES))
         scorer.add(batch["features"][idx], batch["groups"][idx], batch["collisions"][idx], idx)

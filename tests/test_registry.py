@@ -79,7 +79,7 @@ def test_unknown_relation_option_is_a_config_error() -> None:
     # per-relation form: options for other relations are ignored
     config = ModelConfig(relation_options={"in": {"embed_dim": 7}, "rmc": {"heads": 2}})
     assert registry.build_relation("in", config).out_dim == 10 + 7
-    assert registry.build_relation("rmc", config).out_dim == 2 * 10
+    assert registry.build_relation("rmc", config).out_dim == 10 + 2 * 10  # [z; memory]
     assert registry.build_relation("identity", config).out_dim == 10
 
 

@@ -153,3 +153,13 @@ def test_rmc_slot_that_reappears_restarts_from_initial_memory() -> None:
     reset_memory = torch.where(torch.tensor([False, True, False]).view(1, 3, 1), 0.0, state_gone[0])
     expected, _ = rel(z, all_present, (reset_memory, all_present))
     torch.testing.assert_close(back, expected)
+
+
+@pytest.mark.parametrize("name", sorted(relation_names()))
+def test_gamma_starts_with_the_objects_own_latent(name: str) -> None:
+    """One rule for every relation (docs/adding-a-baseline.md): the prior always sees z_{t-1}."""
+    rel = make(name)
+    z, present = inputs(4, 5)
+    gamma, _ = step(rel, z, present)
+    assert rel.out_dim >= D and gamma.shape[-1] == rel.out_dim
+    torch.testing.assert_close(gamma[present][:, :D], z[present], rtol=0, atol=0)

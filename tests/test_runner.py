@@ -54,16 +54,18 @@ def fake_train(job: JobConfig, out_dir: Path, progress: bool = False) -> dict[st
             "config_hash": "fake", "paper_name": "SQAIR"}  # paper_name given: no registry (torch) import
 
 
-def fake_eval(checkpoint: Path, data_path: str, split: EvalSplit, eval: EvalConfig, device: str = "auto", seed: int = 0) -> dict:
+def fake_eval(checkpoint: Path, data_path: str, split: EvalSplit, eval_cfg: EvalConfig, device: str = "auto",
+              seed: int = 0) -> dict:
     assert Path(checkpoint).name == "best.pt" and Path(checkpoint).exists()
     _record(Path(checkpoint).parent, f"eval:{split.data}")
-    values = [100.0 + seed + s for s in range(eval.samples)]
+    values = [100.0 + seed + s for s in range(eval_cfg.samples)]
     return {"data": data_path, "split": split.split, "max_objects": split.max_objects or 4, "frames": split.frames,
-            "sequences": 5, "samples": eval.samples,
+            "sequences": 5, "samples": eval_cfg.samples,
             "data_ll": {"mean": sum(values) / len(values), "std": 1.0, "per_sample": values},
-            "relational_ll": {"mean": 1.0, "std": 0.0, "per_sample": [1.0] * eval.samples},
+            "relational_ll": {"mean": 1.0, "std": 0.0, "per_sample": [1.0] * eval_cfg.samples},
             "sequences_with_collision": 2, "iwae_bound": {"mean": -5.0, "std": 0.1}, "count_accuracy": 0.5,
-            "eval_sequences_per_s": 10.0, "peak_memory_mb": 2.0, "device": "cpu", "checkpoint_iteration": 2}
+            "eval_sequences_per_s": 10.0, "peak_memory_mb": 2.0, "device": "cpu", "checkpoint_iteration": 2,
+            "references": None}
 
 
 def fake_prepare(ds: DataSetConfig) -> Path:

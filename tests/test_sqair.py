@@ -74,7 +74,8 @@ def test_merge_packs_present_first_in_order_and_truncates():
     def objects(pres, ids):
         pres = torch.tensor([pres], dtype=torch.float)
         z = torch.zeros(n, k, 2)
-        return Objects(z, z, pres, z, z, torch.tensor([ids]), None)
+        return Objects(what=z, where=z, where_before=z, pres=pres, temporal=z, prior=z, ids=torch.tensor([ids]),
+                       relation=None)
 
     merged = SQAIR._merge(objects([1, 0, 1], [7, -1, 9]), objects([1, 0, 0], [10, -1, -1]), k)
     assert merged.ids.tolist() == [[7, 9, 10]]

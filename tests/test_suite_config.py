@@ -78,7 +78,7 @@ def test_base_suite_is_valid(tmp_path: Path) -> None:
         ({"eval__splits__balls4/test__data": "nope"}, "eval.splits.balls4/test.data: unknown data set 'nope'"),
         ({"eval__splits__balls4/test__frames": 20}, "eval.splits.balls4/test.frames: 20 frames but data.balls4 has 12"),
         ({"eval__splits__balls678/test__split": "training"}, "eval.splits.balls678/test.split: data set 'balls678' has no split"),
-        ({"device": "gpu"}, "device: expected auto, cpu, mps, cuda or cuda:N, found 'gpu'"),
+        ({"device": "gpu"}, "device: expected auto, cpu, cuda or cuda:N, found 'gpu'"),
         ({"data__balls4__balls": "5"}, "data.balls4.balls: expected '4' or '6-8'"),
         ({"extra": 1}, "unknown key 'extra'"),
     ],

@@ -110,8 +110,9 @@ def test_train_writes_outputs_and_rerun_is_a_no_op(data: Path, tmp_path: Path) -
     latest = load_checkpoint(tmp_path / "checkpoint.pt")
     assert latest["iteration"] == 12 and latest["model_name"] == "fake" and latest["finished"]
     assert set(latest["rng"]) >= {"model", "torch_cpu"}
+    assert latest["train_stats"]["iterations"] == 12  # the final figures; best.pt is not rewritten after training
     best = load_checkpoint(tmp_path / "best.pt")
-    assert best["iteration"] == result.best_iteration and best["train_stats"]["iterations"] == 12
+    assert best["iteration"] == result.best_iteration == best["train_stats"]["iterations"]
     assert (tmp_path / "config.yaml").read_text() == dump_yaml(job)
     before = snapshot_files(tmp_path)
     again = run(job, tmp_path)
@@ -132,6 +133,18 @@ def test_early_stopping_ends_training(data: Path, tmp_path: Path) -> None:
     result = run(job, tmp_path)
     assert result.stopped_early and result.iterations < 50
     assert load_checkpoint(tmp_path / "checkpoint.pt")["stopped_early"]
+
+
+def test_max_minutes_ends_training_on_time(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.max_minutes stops after that much wall time (a fake clock: one minute per call)."""
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(train.time, "perf_counter", lambda: 60.0 * next(ticks))
+    job = tiny_job(data, max_iterations=1000)
+    job = dataclasses.replace(job, train=dataclasses.replace(job.train, max_minutes=30.0))
+    result = run(job, tmp_path)
+    assert 1 <= result.iterations < 30
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["finished"] and (tmp_path / "best.pt").exists()
 
 
 def test_sigkill_and_resume_gives_identical_losses(data: Path, tmp_path: Path) -> None:

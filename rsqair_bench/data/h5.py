@@ -175,7 +175,6 @@ def generate_file(
     _validate_request(path, balls, splits, frames, size)
     params = params or PhysicsParams()
     _check_resources(path, balls, splits, frames, size, chunk, params)
-    _, n_max = parse_balls(balls)
     parameters = {
         "balls": balls, "splits": {k: int(v) for k, v in splits.items()}, "frames": int(frames),
         "size": int(size), "seed": int(seed), "chunk": int(chunk), "physics": asdict(params),
@@ -193,51 +192,12 @@ def generate_file(
     # deflates, hashes and writes chunk k (zlib, hashlib and HDF5 I/O release the GIL);
     # two buffer sets alternate so the worker's chunk is never overwritten.
     buffer_sets = (RenderBuffers(), RenderBuffers())
-    digests: dict[str, str] = {}
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h5-writer")
-    pending: Future | None = None
     restore_sigterm = _sigterm_raises()
     try:
         with h5py.File(tmp, "w") as f:
-            step = 0
-            try:
-                for split_idx, split in enumerate(SPLIT_NAMES):
-                    if split not in splits:
-                        continue
-                    num = int(splits[split])
-                    g = _create_split(f, split, num, frames, size, n_max)
-                    writer = _Writer(g, {name: hashlib.sha256() for name in SEQUENCE_AXIS})
-                    for chunk_idx, start in enumerate(range(0, num, chunk)):
-                        count = min(chunk, num - start)
-                        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(split_idx, chunk_idx)))
-                        traj = simulate_random(count, balls, frames, params, rng)
-                        fr = render(traj.positions, traj.active, params.radius, size, CONTACT_TOLERANCE_PX,
-                                    buffer_sets[step % 2])
-                        step += 1
-                        if pending is not None:
-                            pending.result()
-                        if PIPELINE:
-                            pending = pool.submit(writer.write_chunk, traj, fr, start)
-                        else:
-                            writer.write_chunk(traj, fr, start)
-                        if bar is not None:
-                            bar.update(count)
-                    if pending is not None:
-                        pending.result()
-                        pending = None
-                    for name, h in writer.hashes.items():
-                        digest = h.hexdigest()
-                        g[name].attrs["sha256"] = digest
-                        digests[f"{split}/{name}"] = digest
-            finally:  # never close the file under the writer thread
-                if pending is not None:
-                    wait([pending])
-            f.attrs["generator"] = "rsqair_bench.data"
-            f.attrs["generator_version"] = GENERATOR_VERSION
-            f.attrs["package_version"] = __version__
-            f.attrs["seed"] = int(seed)
-            f.attrs["parameters"] = json.dumps(parameters, sort_keys=True)
-            f.attrs["checksum"] = combine_digests(digests)
+            digests = _write_splits(f, balls, splits, frames, size, seed, chunk, params, buffer_sets, pool, bar)
+            _write_file_attrs(f, seed, parameters, digests)
         os.replace(tmp, path)
     except BaseException as err:
         pool.shutdown(wait=True)
@@ -252,6 +212,57 @@ def generate_file(
         if bar is not None:
             bar.close()
     return path
+
+
+def _write_splits(f: Any, balls: str, splits: dict[str, int], frames: int, size: int, seed: int, chunk: int,
+                  params: PhysicsParams, buffer_sets: tuple[Any, Any], pool: ThreadPoolExecutor, bar: Any) -> dict[str, str]:
+    """Every requested split, in SPLIT_NAMES order, chunk by chunk; returns `split/dataset` -> sha256."""
+    _, n_max = parse_balls(balls)
+    digests: dict[str, str] = {}
+    step = 0  # chunks rendered so far: picks the buffer set
+    for split_idx, split in enumerate(SPLIT_NAMES):
+        if split not in splits:
+            continue
+        num = int(splits[split])
+        g = _create_split(f, split, num, frames, size, n_max)
+        writer = _Writer(g, {name: hashlib.sha256() for name in SEQUENCE_AXIS})
+        pending: Future | None = None
+        try:
+            for chunk_idx, start in enumerate(range(0, num, chunk)):
+                count = min(chunk, num - start)
+                rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(split_idx, chunk_idx)))
+                traj = simulate_random(count, balls, frames, params, rng)
+                fr = render(traj.positions, traj.active, params.radius, size, CONTACT_TOLERANCE_PX, buffer_sets[step % 2])
+                step += 1
+                if pending is not None:
+                    pending.result()
+                if PIPELINE:
+                    pending = pool.submit(writer.write_chunk, traj, fr, start)
+                else:
+                    writer.write_chunk(traj, fr, start)
+                if bar is not None:
+                    bar.update(count)
+            if pending is not None:
+                pending.result()
+                pending = None
+        finally:  # never close the file under the writer thread
+            if pending is not None:
+                wait([pending])
+        for name, h in writer.hashes.items():
+            digest = h.hexdigest()
+            g[name].attrs["sha256"] = digest
+            digests[f"{split}/{name}"] = digest
+    return digests
+
+
+def _write_file_attrs(f: Any, seed: int, parameters: dict[str, Any], digests: dict[str, str]) -> None:
+    """Provenance (docs/data.md): generator, versions, seed, every parameter, and the combined checksum."""
+    f.attrs["generator"] = "rsqair_bench.data"
+    f.attrs["generator_version"] = GENERATOR_VERSION
+    f.attrs["package_version"] = __version__
+    f.attrs["seed"] = int(seed)
+    f.attrs["parameters"] = json.dumps(parameters, sort_keys=True)
+    f.attrs["checksum"] = combine_digests(digests)
 
 
 class Terminated(SystemExit):

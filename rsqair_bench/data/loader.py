@@ -6,6 +6,7 @@ across forked processes is unsafe; each process opens its own read-only handle o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,13 @@ class BallsDataset(Dataset):
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+# (path, split, frames, crop) -> a Dataset with BallsDataset's items, plus read_features(index, start, length)
+# for training windows. Training and evaluation take one as an argument (tests inject fakes).
+DatasetFactory = Callable[[str, str, "int | None", int], Dataset]
+
+
+def default_dataset_factory(path: str, split: str, frames: int | None, crop: int) -> Dataset:
+    """The HDF5 loader: what `train` and `eval` read unless a caller injects another factory."""
+    return BallsDataset(path, split, frames=frames, crop=crop)

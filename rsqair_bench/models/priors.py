@@ -34,13 +34,23 @@ class PropagationPrior(nn.Module):
     - "rnn" (sqair ref default, `propagate.py` type 'rnn'): absolute where/what locations;
     - "residual" (ours, after the reference's GuidedWalkPropagatePrior): where_loc = where_{t-1} + delta
       and what_loc = what_{t-1} + delta, with the delta rows of the readout initialised to zero, so
-      the untrained prior predicts "nothing moves" (copy-last) instead of a centred box.
+      the untrained prior predicts "nothing moves" (copy-last) instead of a centred box;
+    - "velocity" (ours): as residual, plus the object's last displacement,
+      where_loc = where_{t-1} + (where_{t-1} - where_{t-2}) + delta, so the untrained prior predicts
+      "keep moving" (the constant-velocity oracle's rule) and the learned delta, where relations act,
+      only has to explain what changes a ball's velocity: walls and other balls.
+    `scale_bias` (model_config.prop_prior_scale_bias; None = zero bias as in the sqair ref's Linear
+    readout) sets the initial std of where and what.
     """
 
-    def __init__(self, gamma_dim: int, z_what: int, hidden: int, step_bias: float, residual: bool = False) -> None:
+    def __init__(self, gamma_dim: int, z_what: int, hidden: int, step_bias: float, mode: str = "rnn",
+                 scale_bias: float | None = None) -> None:
         super().__init__()
+        if mode not in ("rnn", "residual", "velocity"):
+            raise ValueError(f"prop_prior must be 'rnn', 'residual' or 'velocity', found {mode!r}")
         self.z_what = z_what
-        self.residual = residual
+        self.mode = mode
+        residual = mode != "rnn"
         self.cell = nn.GRUCell(gamma_dim, hidden)
         self.init_state = nn.Parameter(torch.zeros(hidden))
         self.readout = linear(hidden, 1 + 2 * (4 + z_what))
@@ -48,22 +58,33 @@ class PropagationPrior(nn.Module):
         if residual:
             with torch.no_grad():
                 self.readout.weight[1:1 + 4 + z_what].zero_()  # loc rows: delta starts at exactly 0
+        if scale_bias is not None:
+            # Start the where/what std at softplus(scale_bias) + 0.01 instead of softplus(0) + 0.01 = 0.70
+            # (17 px of where-shift noise). Adam moves a bias by about the learning rate per step, so
+            # shrinking a std from 0.7 to posterior-like 0.05 from a zero bias takes ~10^4 steps.
+            with torch.no_grad():
+                self.readout.bias[1 + 4 + z_what:].fill_(scale_bias)
 
     def initial_state(self, n: int, k: int) -> Tensor:
         return self.init_state.expand(n, k, -1)
 
     def forward(self, gamma: Tensor, prev_pres: Tensor, state: Tensor, prev_where: Tensor | None = None,
-                prev_what: Tensor | None = None) -> PropPriorOutput:
-        # gamma [N, K, G], prev_pres [N, K], state [N, K, H], prev_where [N, K, 4], prev_what [N, K, Dw]
+                prev_what: Tensor | None = None, where_before: Tensor | None = None) -> PropPriorOutput:
+        # gamma [N, K, G], prev_pres [N, K], state [N, K, H], prev_where and where_before [N, K, 4]
+        # (where at t-1 and t-2), prev_what [N, K, Dw]
         n, k, _ = gamma.shape
         new_state = self.cell(gamma.flatten(0, 1), state.flatten(0, 1))
         out = self.readout(new_state).view(n, k, -1)
         z = self.z_what
         logit, where_loc, what_loc, where_raw, what_raw = out.split([1, 4, z, 4, z], dim=-1)
-        if self.residual:
+        if self.mode != "rnn":
             if prev_where is None or prev_what is None:
-                raise ValueError("the residual propagation prior needs the previous where and what")
+                raise ValueError(f"the {self.mode} propagation prior needs the previous where and what")
             where_loc, what_loc = prev_where + where_loc, prev_what + what_loc
+        if self.mode == "velocity":
+            if where_before is None:
+                raise ValueError("the velocity propagation prior needs the where of two frames back")
+            where_loc = where_loc + (prev_where - where_before)
         logit = logit.squeeze(-1) + self.step_bias
         logit = prev_pres * logit + (1.0 - prev_pres) * MASKED_LOGIT
         return PropPriorOutput(

@@ -70,6 +70,7 @@ class Objects:
 
     what: Tensor
     where: Tensor  # raw (unconstrained) where logits
+    where_before: Tensor  # the same object's where one frame earlier (= where when just discovered)
     pres: Tensor
     temporal: Tensor  # per-object temporal GRU state of the propagation posterior
     prior: Tensor  # per-object GRU state of the propagation prior
@@ -168,7 +169,7 @@ class Propagation(nn.Module):
         mask = torch.sigmoid(self.mask_net(prev.temporal))  # [N, K, g*g]
         proposal = prev.where + 0.1 * self.where_bias_net(prev.temporal)  # [N, K, 4]
         features, _ = self.encoder(image, proposal, mask)  # [N, K, Dw], one grid_sample for all slots
-        h = self.core_init.expand(n, -1)
+        h = self.core_init.expand(n, -1).contiguous()  # strided like every later h: one compiled graph per N
         carry = prev.what.new_zeros(n, dw + 4 + 1)  # the previous slot's [what, where, pres], zero if absent
         rows = []
         for i in range(k):
@@ -187,7 +188,7 @@ class Propagation(nn.Module):
         pres_q = (was * bernoulli_log_prob(pres, logit)).sum(1)
         log_p = log_p + (was * bernoulli_log_prob(pres, prior.pres_logit)).sum(1)
         objects = Objects(
-            what=what, where=where, pres=pres, temporal=temporal, prior=prior.state,
+            what=what, where=where, where_before=prev.where, pres=pres, temporal=temporal, prior=prior.state,
             ids=torch.where(pres > 0, prev.ids, torch.full_like(prev.ids, -1)), relation=prev.relation,
         )
         return objects, StepTerms(log_q + pres_q, log_p, pres_q)
@@ -248,7 +249,7 @@ class Discovery(nn.Module):
         Returns what [N,K,Dw], where [N,K,4], pres [N,K], log_q_continuous [N,K] (unmasked),
         log_q_discrete [N]. `allowed` [N] is how many objects may still be discovered."""
         n = image.shape[0]
-        h = self.core_init.expand(n, -1)
+        h = self.core_init.expand(n, -1).contiguous()  # strided like every later h: one compiled graph per N
         what, where = image.new_zeros(n, self.z_what), image.new_zeros(n, 4)
         pres = image.new_ones(n)
         slot_open = (allowed.unsqueeze(1) > torch.arange(slots, device=image.device)).to(image.dtype)  # [N, K]
@@ -296,7 +297,8 @@ class Trace:
         """The trace of the particles in `index` [M] (rows of N): importance resampling picks these."""
         obj = self.objects
         objects = Objects(
-            what=obj.what[index], where=obj.where[index], pres=obj.pres[index], temporal=obj.temporal[index],
+            what=obj.what[index], where=obj.where[index], where_before=obj.where_before[index], pres=obj.pres[index],
+            temporal=obj.temporal[index],
             prior=obj.prior[index], ids=obj.ids[index], relation=_slots_map(lambda s: s[index], obj.relation),
         )
         return Trace(self.canvas[index], self.what[index], self.where[index], self.pres[index], self.ids[index],
@@ -328,7 +330,8 @@ class SQAIR(nn.Module):
         self.propagation = Propagation(config, relation.out_dim, encoder)
         self.discovery = Discovery(config, encoder)
         self.prop_prior = PropagationPrior(relation.out_dim, config.z_what, config.n_hidden,
-                                           config.prop_prior_step_bias, residual=config.prop_prior == "residual")
+                                           config.prop_prior_step_bias, mode=config.prop_prior,
+                                           scale_bias=config.prop_prior_scale_bias)
         self.disc_prior = DiscoveryPrior(config.n_hidden, config.max_objects, config.scale_prior,
                                          config.shift_prior, config.where_prior_std)
         self.decoder = GlimpseDecoder(config.z_what, hiddens, config.glimpse_size, config.image_size,
@@ -381,13 +384,19 @@ class SQAIR(nn.Module):
     # ------------------------------------------------------------------ internals
     def _initial_objects(self, n: int, k: int, device: torch.device) -> Objects:
         dw, h = self.config.z_what, self.config.n_hidden
-        zeros = torch.zeros(n, k, device=device)
+        opts = dict(device=device, dtype=self.core_dtype)
         return Objects(
-            what=torch.zeros(n, k, dw, device=device), where=torch.zeros(n, k, 4, device=device), pres=zeros,
+            what=torch.zeros(n, k, dw, **opts), where=torch.zeros(n, k, 4, **opts),
+            where_before=torch.zeros(n, k, 4, **opts), pres=torch.zeros(n, k, **opts),
             temporal=self.propagation.temporal_init.expand(n, k, h), prior=self.prop_prior.initial_state(n, k),
             ids=torch.full((n, k), -1, dtype=torch.long, device=device),
             relation=self.relation.initial_state(n, k, device),
         )
+
+    @property
+    def core_dtype(self) -> torch.dtype:
+        """The parameters' dtype (float32 unless the model was cast, e.g. with .double())."""
+        return self.propagation.core_init.dtype
 
     def _noise(self, k: int, n: int, like: Tensor, generator) -> SlotNoise:
         return SlotNoise.draw(k, n, self.config.z_what, like, generator)
@@ -431,7 +440,8 @@ class SQAIR(nn.Module):
     def _prior(self, objects: Objects) -> tuple[Tensor, PropPriorOutput]:
         """gamma_t = Gamma(z_{t-1}) and the propagation prior it conditions (paper eq. 3)."""
         gamma, objects.relation = self.relation(objects.latent(), objects.pres > 0, objects.relation)
-        return gamma, self.prop_prior(gamma, objects.pres, objects.prior, objects.where, objects.what)
+        return gamma, self.prop_prior(gamma, objects.pres, objects.prior, objects.where, objects.what,
+                                      objects.where_before)
 
     def _predict(self, objects: Objects, last_id: Tensor, steps: int, k: int, generator) -> tuple[Tensor, ...]:
         """Sample `steps` frames from the propagation prior, discovery off (sqair ref: do_generate).
@@ -465,7 +475,7 @@ class SQAIR(nn.Module):
         log_q = (pres * log_q_cont).sum(1) + log_q_disc
         hidden = self.config.n_hidden
         disc = Objects(
-            what=what, where=where, pres=pres,
+            what=what, where=where, where_before=where, pres=pres,
             temporal=self.propagation.temporal_init.expand(n, k, hidden),
             prior=self.prop_prior.initial_state(n, k),
             ids=torch.full_like(propagated.ids, -1),
@@ -477,7 +487,7 @@ class SQAIR(nn.Module):
         pres = sample_bernoulli(prior.pres_logit, generator) * prev.pres
         return Objects(
             what=sample_normal(prior.what_loc, prior.what_scale, generator),
-            where=sample_normal(prior.where_loc, prior.where_scale, generator),
+            where=sample_normal(prior.where_loc, prior.where_scale, generator), where_before=prev.where,
             pres=pres, temporal=prev.temporal, prior=prior.state,
             ids=torch.where(pres > 0, prev.ids, torch.full_like(prev.ids, -1)), relation=prev.relation,
         )
@@ -494,6 +504,7 @@ class SQAIR(nn.Module):
         relation = _slots_map(lambda s: gather_slots(s, index), _slots_cat(propagated.relation, discovered.relation))
         return Objects(
             what=pick(propagated.what, discovered.what), where=pick(propagated.where, discovered.where),
+            where_before=pick(propagated.where_before, discovered.where_before),
             pres=gather_slots(pres, index), temporal=pick(propagated.temporal, discovered.temporal),
             prior=pick(propagated.prior, discovered.prior), ids=pick(propagated.ids, discovered.ids),
             relation=relation,

@@ -1,0 +1,152 @@
+"""metrics.json: its schema, its one writer (which always validates) and its one reader.
+
+One file per job, `results/<suite>/<model>/seed<k>/metrics.json` (fields: docs/metrics.md). Who fills it:
+- the job-level facts come from the checkpoint (`evaluate.job_info_from_checkpoint`, the `eval --out`
+  command) or from the runner's job and train result (`runner.build_metrics`);
+- `train` comes from the train result (`TrainStats`, one route: best.pt is never rewritten for it);
+- each `splits` entry is what `evaluate.evaluate_checkpoint` returns for one split.
+Whoever fills it, `write_metrics` is the only writer. The report, the significance tests, `report --compare`
+and the GIFs read metrics.json only through `collect_metrics` and the grouping helpers below.
+
+No torch here: `report` imports this module and stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rsqair_bench.errors import DataError
+from rsqair_bench.io import atomic_write_text
+
+
+# ----------------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class TrainStats:
+    """The `train` entry of metrics.json."""
+
+    iterations: int | None = None
+    seconds: float | None = None  # wall time over all (resumed) runs, validation included
+    sequences_per_s: float | None = None  # training sequences per second of optimisation steps
+    peak_memory_mb: float | None = None
+    best_validation_bound: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainStats)]
+TOP_KEYS = ["model", "paper_name", "seed", "suite", "config_hash", "checkpoint_iteration", "parameters",
+            "device", "torch_version", "train"]
+SPLIT_KEYS = ["data", "split", "max_objects", "frames", "sequences", "samples", "data_ll", "relational_ll",
+              "sequences_with_collision", "iwae_bound", "count_accuracy", "eval_sequences_per_s", "peak_memory_mb",
+              "references"]
+# keys an evaluation may return per split that belong to the whole job (the runner hoists them to the top)
+JOB_LEVEL_KEYS = ("config_hash", "checkpoint_iteration", "parameters", "device", "torch_version", "paper_name")
+
+
+def paper_name_or_model(model: str) -> str:
+    """The table name of `model` (`R-SQAIR(IN)`), or `model` itself when the registry does not know it
+    (a test fake, a plugin not loaded in this process)."""
+    try:
+        from rsqair_bench.registry import paper_name  # lazy: imports torch and the baselines
+
+        return paper_name(model)
+    except Exception:  # noqa: BLE001 - any registry failure falls back to our name
+        return model
+
+
+def validate_metrics(metrics: dict[str, Any]) -> None:
+    """Raise ValueError naming the first missing key of the metrics.json schema."""
+    def need(d: Any, keys: list[str], where: str) -> None:
+        if not isinstance(d, dict):
+            raise ValueError(f"metrics.json: {where} must be a mapping")
+        for k in keys:
+            if k not in d:
+                raise ValueError(f"metrics.json: missing key {where}{k}")
+
+    need(metrics, TOP_KEYS + ["splits"], "")
+    need(metrics["parameters"], ["total", "relation"], "parameters.")
+    need(metrics["train"], TRAIN_KEYS, "train.")
+    for name, entry in metrics["splits"].items():
+        need(entry, SPLIT_KEYS, f"splits.{name}.")
+        for metric in ("data_ll", "relational_ll"):
+            need(entry[metric], ["mean", "std", "per_sample"], f"splits.{name}.{metric}.")
+            if len(entry[metric]["per_sample"]) != entry["samples"]:
+                raise ValueError(f"metrics.json: splits.{name}.{metric}.per_sample has "
+                                 f"{len(entry[metric]['per_sample'])} values, expected samples={entry['samples']}")
+        need(entry["iwae_bound"], ["mean", "std"], f"splits.{name}.iwae_bound.")
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- the writer
+def write_metrics(path: Path, job_info: dict[str, Any], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Validate against the schema and write metrics.json atomically; returns what was written."""
+    metrics = {**job_info, "splits": splits}
+    validate_metrics(metrics)
+    metrics = finite_or_none(metrics)
+    atomic_write_text(Path(path), json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    return metrics
+
+
+# ----------------------------------------------------------------------------- the reader
+MAIN_SPLITS = ["balls4/test", "balls678/test"]
+MODEL_ORDER = ["sqair", "sqair+in", "sqair+rmc"]  # the paper's rows first, then the rest alphabetically
+MISSING = "—"  # how every table prints a value no run has
+
+
+def collect_metrics(results_dir: Path) -> list[dict[str, Any]]:
+    """Every metrics.json under results_dir (not under report/), each with `_dir` = its job directory."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise DataError(f"{results_dir}: no such results directory")
+    found = []
+    for path in sorted(results_dir.rglob("metrics.json")):
+        if "report" in path.relative_to(results_dir).parts:
+            continue
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"{path}: not a readable metrics.json ({err})") from None
+        for key in ("model", "seed", "splits"):
+            if key not in metrics:
+                raise DataError(f"{path}: missing key {key!r} (expected the metrics.json schema)")
+        metrics["_dir"] = path.parent
+        found.append(metrics)
+    return found
+
+
+def ordered_models(runs: list[dict]) -> list[str]:
+    models = {r["model"] for r in runs}
+    return [m for m in MODEL_ORDER if m in models] + sorted(models - set(MODEL_ORDER))
+
+
+def ordered_splits(runs: list[dict]) -> list[str]:
+    found = {s for r in runs for s in r["splits"]}
+    return MAIN_SPLITS + sorted(found - set(MAIN_SPLITS))
+
+
+def by_model(runs: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        grouped[r["model"]].append(r)
+    return grouped
+
+
+def label(model: str, runs: list[dict]) -> str:
+    return runs[0].get("paper_name") or model
