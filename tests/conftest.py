@@ -1,0 +1,32 @@
+"""Test-session settings: torch runs on one CPU thread.
+
+Why: the tests run many tiny ops (small models, a few sequences). On a 2-core machine shared with
+other work, two intra-op threads wait on each other at every op, which made such tests 30x-400x
+slower and their timings erratic; one thread is as fast for these sizes. A test that needs another
+count sets it itself (tests/test_learning.py uses 2); `_restore_one_thread` puts the count back to
+1 after each test so such a setting never leaks into the tests that follow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+SESSION_THREADS = 1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    torch.set_num_threads(SESSION_THREADS)
+    # Subprocesses the tests start (`python -m rsqair_bench ...`) get one thread too, unless the
+    # caller chose otherwise; the runner's workers still apply their own `torch_threads`.
+    os.environ.setdefault("OMP_NUM_THREADS", str(SESSION_THREADS))
+
+
+@pytest.fixture(autouse=True)
+def _restore_one_thread() -> Iterator[None]:
+    yield
+    if torch.get_num_threads() != SESSION_THREADS:
+        torch.set_num_threads(SESSION_THREADS)
