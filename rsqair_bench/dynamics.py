@@ -14,7 +14,15 @@ import numpy as np
 from torch import Tensor
 
 from rsqair_bench.ball_states import BallStates
-from rsqair_bench.matching import ERROR_CAP_PX, MATCH_RADIUS_PX, ErrorTally, InferredTally, box_centres, visible_balls
+from rsqair_bench.matching import (
+    ERROR_CAP_PX,
+    MATCH_RADIUS_PX,
+    ErrorTally,
+    InferredTally,
+    TrackedTally,
+    box_centres,
+    visible_balls,
+)
 from rsqair_bench.references import REFERENCES, reference_centres, reference_frames
 from rsqair_bench.scores import LogDensity, data_log_likelihood, relational_log_likelihood
 
@@ -85,13 +93,16 @@ class MatchingScorer:
         self.inferred = InferredTally()
         self.sampled = InferredTally()  # coverage/duplicates of the prior's objects at frame T
         self.prior = [ErrorTally() for _ in range(samples)]
+        self.tracked = TrackedTally()
 
-    def add(self, boxes: Tensor, pres: Tensor, groups: Tensor, index: np.ndarray) -> None:
-        """boxes [B*S, T, K, 4] px and pres [B*S, T, K] of a Generation (row b*S + s = sample s of
-        sequence b); groups [B, T, 1, H, W]; index [B] sequence numbers."""
+    def add(self, boxes: Tensor, pres: Tensor, groups: Tensor, index: np.ndarray, ids: Tensor | None = None) -> None:
+        """boxes [B*S, T, K, 4] px, pres [B*S, T, K] and ids [B*S, T, K] of a Generation (row b*S + s =
+        sample s of sequence b); groups [B, T, 1, H, W]; index [B] sequence numbers."""
         states = self.states
         centres = box_centres(boxes.detach().cpu().numpy())  # [B*S, T, K, 2]
         present = pres.detach().cpu().numpy() > 0.5  # [B*S, T, K]
+        if ids is not None:
+            self._add_tracked(centres, present, ids.detach().cpu().numpy(), groups, index)
         visible = _visible(groups, states.active.shape[1])  # [B, T, n]
         truth = states.centres_px(states.positions[index])  # [B, T, n, 2]
         last = centres.shape[1] - 1
@@ -102,6 +113,20 @@ class MatchingScorer:
             objects, balls = centres[row, last][present[row, last]], truth[b, last][visible[b, last]]
             self.sampled.add(objects, balls)
             self.prior[s].add(objects, balls)
+
+    def _add_tracked(self, centres: np.ndarray, present: np.ndarray, ids: np.ndarray, groups: Tensor,
+                     index: np.ndarray) -> None:
+        states = self.states
+        visible = _visible(groups, states.active.shape[1])  # [B, T, n]
+        truth = states.centres_px(states.positions[index])  # [B, T, n, 2]
+        last = centres.shape[1] - 1
+        for row in range(centres.shape[0]):
+            b = row // self.samples
+            both = visible[b, last - 1] & visible[b, last]  # [n] balls seen at T-1 and T
+            before, after = present[row, last - 1], present[row, last]
+            self.tracked.add(centres[row, last - 1][before], ids[row, last - 1][before],
+                             centres[row, last][after], ids[row, last][after],
+                             truth[b, last - 1][both], truth[b, last][both])
 
     def result(self) -> dict[str, Any]:
         """The `matching` block of metrics.json."""
@@ -120,5 +145,6 @@ class MatchingScorer:
                 },
                 "coverage": sampled["coverage"],
                 "duplicates": sampled["duplicates"],
+                "tracked": self.tracked.summary(),
             },
         }

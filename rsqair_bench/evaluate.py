@@ -295,7 +295,7 @@ def _score_batches(model: torch.nn.Module, dataset: Dataset, tally: SplitTally, 
             start += x.shape[0]
             tally.references.add(x, groups, collisions, index)
             if tally.matching is not None:
-                tally.matching.add(gen.boxes, gen.pres, groups, index)
+                tally.matching.add(gen.boxes, gen.pres, groups, index, ids=gen.ids)
             if rollout_path is not None and not tally.bounds:  # first batch
                 save_rollout(rollout_path, x[0, :, 0], gen, n_observed=T - 1)
             tally.add_sampled(x, groups, collisions, gen.frames[:, T - 1])

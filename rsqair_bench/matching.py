@@ -112,3 +112,43 @@ class ErrorTally:
 def box_centres(boxes: np.ndarray) -> np.ndarray:
     """boxes [..., 4] (x0, y0, x1, y1) px -> centres [..., 2] (x, y)."""
     return 0.5 * (boxes[..., :2] + boxes[..., 2:])
+
+
+@dataclass
+class TrackedTally:
+    """The prior's centre error on the balls the model tracks, beside copy-last's on the same balls.
+
+    A ball is tracked when an object sits within the radius of it in the last inferred frame (T-1);
+    the prior's error is the distance from the same object (same id) in the sampled frame T to the
+    ball at T, or the cap if the prior dropped the object. Copy-last's error on that ball is how far
+    the ball moved from T-1 to T. Unlike the capped error over all balls, this isolates the dynamics
+    from tracking failures (balls no object is on), which `coverage` reports separately.
+    """
+
+    prior_sum: float = 0.0
+    copy_sum: float = 0.0
+    tracked: int = 0
+    candidates: int = 0  # balls visible at T-1 and T
+    radius: float = MATCH_RADIUS_PX
+    cap: float = ERROR_CAP_PX
+
+    def add(self, before: np.ndarray, ids_before: np.ndarray, after: np.ndarray, ids_after: np.ndarray,
+            balls_before: np.ndarray, balls_after: np.ndarray) -> None:
+        """Objects at T-1 and T: centres [K, 2] and ids [K] (present only); balls [n, 2] at T-1 and T,
+        the same n balls in the same order (visible in both frames)."""
+        rows, cols, _ = match_within_radius(before, balls_before, self.radius)
+        self.candidates += len(balls_before)
+        self.tracked += len(rows)
+        for obj, ball in zip(rows, cols):
+            same = np.flatnonzero(ids_after == ids_before[obj])
+            error = float(np.linalg.norm(after[same[0]] - balls_after[ball])) if len(same) else self.cap
+            self.prior_sum += min(error, self.cap)
+            self.copy_sum += float(np.linalg.norm(balls_before[ball] - balls_after[ball]))
+
+    def summary(self) -> dict[str, float | int | None]:
+        return {
+            "prior_error_px": self.prior_sum / self.tracked if self.tracked else None,
+            "copy_last_error_px": self.copy_sum / self.tracked if self.tracked else None,
+            "tracked_balls": self.tracked,
+            "tracked_fraction": self.tracked / self.candidates if self.candidates else None,
+        }

@@ -96,6 +96,17 @@ def _prior_errors(runs: list[dict], split: str) -> list[float]:
     return out
 
 
+def _tracked_cell(runs: list[dict], split: str) -> str:
+    """'prior / copy-last (fraction tracked)' on the balls the model tracks, means over seeds."""
+    values = [(((r["splits"].get(split) or {}).get("matching") or {}).get("sampled") or {}).get("tracked") or {}
+              for r in runs]
+    values = [v for v in values if v.get("prior_error_px") is not None]
+    if not values:
+        return MISSING
+    mean = lambda key: float(np.mean([v[key] for v in values]))  # noqa: E731
+    return f"{mean('prior_error_px'):.2f} / {mean('copy_last_error_px'):.2f} ({mean('tracked_fraction'):.2f} tracked)"
+
+
 def _cell(values: list[float], digits: int) -> str:
     if not values:
         return MISSING
@@ -122,6 +133,8 @@ def dynamics_table(runs: list[dict], models: list[str], grouped: dict[str, list[
             row[f"centre err. px {split}"] = _cell(_seed_values(mruns, split, "inferred", "centre_error_px"), 2)
             prior = _cell(_prior_errors(mruns, split), 2)
             row[f"prior centre err. px (frame T) {split}"] = prior + (mark if prior != MISSING else "")
+            tracked = _tracked_cell(mruns, split)
+            row[f"tracked balls: prior / copy-last err. px {split}"] = tracked + (mark if tracked != MISSING else "")
         rows.append(row)
     for name in ("copy_last", "const_velocity"):
         row = {"model": reference_label(name)}
@@ -130,6 +143,7 @@ def dynamics_table(runs: list[dict], models: list[str], grouped: dict[str, list[
                 row[f"{key} {split}"] = MISSING
             value = reference_value(runs, split, name, "centre_error_px")
             row[f"prior centre err. px (frame T) {split}"] = MISSING if value is None else f"{value:.2f}"
+            row[f"tracked balls: prior / copy-last err. px {split}"] = MISSING
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
 

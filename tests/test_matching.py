@@ -8,6 +8,7 @@ import pytest
 from rsqair_bench.matching import (
     ErrorTally,
     InferredTally,
+    TrackedTally,
     box_centres,
     capped_ball_errors,
     match_within_radius,
@@ -66,3 +67,18 @@ def test_visible_balls_and_box_centres() -> None:
     groups[1, 0, 0] = 3
     assert visible_balls(groups, 3).tolist() == [[False, True, False], [True, False, True]]
     assert box_centres(np.array([[2.0, 4.0, 6.0, 10.0]])).tolist() == [[4.0, 7.0]]
+
+
+def test_tracked_error_follows_the_object_id_and_compares_with_copy_last() -> None:
+    """Ball 0 is tracked by id 7, which the prior moves to 1 px from the ball's new place (copy-last:
+    3 px); ball 1 has no object on it at T-1 (untracked); id 9 on ball 2 is dropped by the prior (cap)."""
+    tally = TrackedTally(radius=5.0, cap=10.0)
+    balls_before = np.array([[10.0, 10.0], [30.0, 30.0], [40.0, 10.0]])
+    balls_after = np.array([[13.0, 10.0], [30.0, 33.0], [40.0, 14.0]])
+    before = np.array([[10.5, 10.0], [40.0, 11.0]])
+    tally.add(before, np.array([7, 9]), np.array([[12.0, 10.0]]), np.array([7]), balls_before, balls_after)
+    out = tally.summary()
+    assert out["tracked_balls"] == 2 and out["tracked_fraction"] == pytest.approx(2 / 3)
+    assert out["prior_error_px"] == pytest.approx((1.0 + 10.0) / 2)
+    assert out["copy_last_error_px"] == pytest.approx((3.0 + 4.0) / 2)
+    assert TrackedTally().summary()["prior_error_px"] is None
