@@ -226,8 +226,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=BenchSettings.frames)
     parser.add_argument("--iterations", type=int, default=BenchSettings.iterations)
     parser.add_argument("--warmup", type=int, default=BenchSettings.warmup)
-    parser.add_argument("--max-objects", type=int, default=None,
-                        help="architecture: object slots the model is built with (default: config's, 4)")
+    parser.add_argument("--model-max-objects", type=int, default=None, dest="max_objects",
+                        help="architecture: object slots the model is built with, which also sets the count "
+                             "prior's categories (default: config's, 4); unlike eval --max-objects, which only "
+                             "changes the evaluation slots of a trained model")
     parser.add_argument("--n-hidden", type=int, default=None, help="architecture: hidden width (default 256)")
     parser.add_argument("--glimpse-size", type=int, default=None, help="architecture: glimpse side (default 20)")
     parser.add_argument("--compile", action="store_true", help="set model_config.compile (torch.compile)")
@@ -254,7 +256,7 @@ def command(args: argparse.Namespace) -> int:
         models = model_names()
     models = models or ["sqair"]
     for value, name in ((args.batch, "--batch"), (args.particles, "--particles"), (args.frames, "--frames"),
-                        (args.iterations, "--iterations"), (args.max_objects, "--max-objects"),
+                        (args.iterations, "--iterations"), (args.max_objects, "--model-max-objects"),
                         (args.n_hidden, "--n-hidden"), (args.glimpse_size, "--glimpse-size"), (args.threads, "--threads")):
         if value is not None and value < 1:
             raise ConfigError(f"bench {name}: expected a positive integer, found {value}")

@@ -701,7 +701,7 @@ def test_bench_cli_prints_and_writes_op_calls_flop_and_utilisation(tmp_path, mon
     try:
         rc = cli.main(["-v", "WARNING", "bench", "--model", "sqair", "--json", "b.json", "--batch", "2",
                        "--particles", "2", "--frames", "3", "--iterations", "1", "--n-hidden", "16",
-                       "--glimpse-size", "4", "--max-objects", "2", "--data-sequences", "0", "--threads", "1"])
+                       "--glimpse-size", "4", "--model-max-objects", "2", "--data-sequences", "0", "--threads", "1"])
     finally:
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out
