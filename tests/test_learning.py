@@ -59,31 +59,32 @@ def test_sqair_improves_its_bound_and_learns_to_count(tmp_path: Path) -> None:
     )
 
 
-DYNAMICS_MINUTES = 6.0  # training budget of the dynamics check (train.max_minutes)
+DYNAMICS_ITERATIONS = 1750  # ~11 minutes on one idle core; a fixed count keeps the check deterministic
 
 
 @pytest.mark.slow
 def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path) -> None:
     """The learned-dynamics check: 4 balls, the learning suite's switches (velocity prior, small
-    initial prior std, VIMCO, clipping), a few minutes of CPU training. The frame sampled from the
-    propagation prior must score better than copying the last observed frame, on the same frames,
-    and so must the prior's centre error on the balls the model tracks (`matching.sampled.tracked`;
-    the capped error over all balls also charges missed balls, see docs/metrics.md)."""
-    torch.set_num_threads(2)
-    data = generate_file(tmp_path / "balls4.h5", "4", {"training": 1000, "validation": 32, "test": 48},
-                         frames=10, size=64, seed=0, progress=False)
+    initial prior std, VIMCO, clipping), 1,750 iterations (curriculum 3 -> 10 frames by 1,400). The
+    frame sampled from the propagation prior must score better than copying the last observed
+    frame, on the same frames, and so must the prior's centre error on the balls the model tracks
+    (`matching.sampled.tracked`; the capped error over all balls also charges missed balls, see
+    docs/metrics.md). Same data, job and evaluation as run D in docs/sqair.md ("Switches"), where this
+    scored +103.7 nats against copy-last's -114.7; training is deterministic per seed on CPU."""
+    data = generate_file(tmp_path / "balls4.h5", "4", {"training": 4000, "validation": 100, "test": 100},
+                         frames=12, size=64, seed=0, progress=False)
     job = JobConfig(
         model="sqair", seed=0, train_data=str(data), device="cpu",
         model_config=ModelConfig(n_hidden=64, glimpse_size=10, prop_prior="velocity", prop_prior_scale_bias=-3.0),
-        train=TrainConfig(optimizer="adam", learning_rate=3e-4, batch_size=16, max_iterations=3000,
-                          max_minutes=DYNAMICS_MINUTES, lr_decay_at=[], curriculum_every=150, grad_clip=10.0,
-                          validate_every=250, validation_sequences=32, checkpoint_every=250, log_every=100,
-                          early_stop_patience=100),
+        train=TrainConfig(optimizer="adam", learning_rate=3e-4, batch_size=16, max_iterations=DYNAMICS_ITERATIONS,
+                          lr_decay_at=[], curriculum_every=200, grad_clip=10.0, validate_every=250,
+                          validation_sequences=50, checkpoint_every=250, log_every=50, early_stop_patience=100,
+                          torch_threads=1),
     )
     train_job(job, tmp_path / "job", progress=False)
     metrics = evaluate_checkpoint(tmp_path / "job" / "checkpoint.pt", str(data),
-                                  EvalSplit(data="balls4", split="test", frames=10), EvalConfig(samples=3),
-                                  device="cpu")
+                                  EvalSplit(data="balls4", split="test", frames=10, sequences=50),
+                                  EvalConfig(samples=5, particles=5), device="cpu")
     model_ll = metrics["data_ll"]["mean"]
     copy_ll = metrics["references"]["copy_last"]["data_ll"]
     sampled = metrics["matching"]["sampled"]
