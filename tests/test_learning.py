@@ -1,10 +1,13 @@
 """It must learn: a small SQAIR trained through the real pipeline (generated data, train_job,
-evaluate_checkpoint) improves its IWAE bound and counts balls better than the majority answer.
+evaluate_checkpoint) improves its IWAE bound and puts objects on balls; and, with the learning
+suite's switches, its prior predicts the next frame better than copying the last one.
 
-Scale (CPU, minutes): 1-3 balls so that counting is not trivial (with 4 balls nearly every frame
-shows 4, and a model that always says 4 would tie the majority answer), 3-frame windows,
-n_hidden 64, 10x10 glimpses, Adam. The thresholds are stated below; the figures seen when they
-were chosen are in the closing note of the change that added this test.
+Scale of the first check (CPU, minutes): 1-3 balls, 3-frame windows, n_hidden 64, 10x10 glimpses,
+Adam, 1,200 iterations. It used to assert count accuracy above the majority answer; measured on
+three seeds after the step-speed change (which reorders the random draws), count accuracy was
+0.236 / 0.444 / 0.340 against a majority answer of 0.417, and an untrained model scores 0.354: at
+this scale the count is noise, not a learning signal. Coverage (balls with an object centre within
+5 px, `matching.inferred.coverage`) is: untrained 0.010, trained 0.285 / 0.378 / 0.295 (seeds 0-2).
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from rsqair_bench.train import train_job
 
 ITERATIONS = 1200
 BOUND_GAIN = 300.0  # nats per 3-frame sequence, last 100 iterations vs first 100
-COUNT_MARGIN = 0.05  # count accuracy must beat the majority answer by this much
+MIN_COVERAGE = 0.15  # untrained 0.010; after 1,200 iterations 0.285-0.378 over seeds 0-2
 
 
 @pytest.mark.slow
-def test_sqair_improves_its_bound_and_learns_to_count(tmp_path: Path) -> None:
+def test_sqair_improves_its_bound_and_finds_the_balls(tmp_path: Path) -> None:
     torch.set_num_threads(2)
     data = generate_file(tmp_path / "balls.h5", "1-3", {"training": 512, "validation": 32, "test": 96},
                          frames=4, size=64, seed=0, progress=False)
@@ -51,12 +54,11 @@ def test_sqair_improves_its_bound_and_learns_to_count(tmp_path: Path) -> None:
     groups = torch.stack([item["groups"] for item in BallsDataset(str(data), "test", frames=3)])
     visible = visible_objects(groups).flatten()
     majority = max((visible == c).float().mean().item() for c in visible.unique())
+    coverage = metrics["matching"]["inferred"]["coverage"]
     print(f"\nlearning check: IWAE bound {bounds[0]:.1f} -> {bounds[-1]:.1f} (per 100 iterations: "
-          f"{[round(b, 1) for b in bounds]}); count accuracy {metrics['count_accuracy']:.3f} "
-          f"vs majority answer {majority:.3f}")
-    assert metrics["count_accuracy"] > majority + COUNT_MARGIN, (
-        f"count accuracy {metrics['count_accuracy']:.3f} vs majority answer {majority:.3f}; bounds {bounds}"
-    )
+          f"{[round(b, 1) for b in bounds]}); coverage {coverage:.3f}; count accuracy "
+          f"{metrics['count_accuracy']:.3f} (majority answer {majority:.3f}, not asserted: see the module docstring)")
+    assert coverage > MIN_COVERAGE, f"coverage {coverage:.3f}; bounds {bounds}"
 
 
 DYNAMICS_ITERATIONS = 1750  # ~11 minutes on one idle core; a fixed count keeps the check deterministic
