@@ -58,7 +58,7 @@ def _tent(coords: Tensor, size: int) -> Tensor:
 # Why matrices instead of grid_sample: SQAIR's boxes are axis-aligned (scale and shift only), so the
 # bilinear warp factorises into a row and a column interpolation, out = A_y @ src @ A_x^T. For rendering,
 # where the gradient flows into the glimpses, two small batched matmuls compute exactly what grid_sample
-# would, about 2.5-3x faster forward+backward on CPU (scratch benchmark in the closing note), and a box's
+# would, 2.5-6x faster forward+backward on CPU (tests/test_bench_step.py, group "render"), and a box's
 # footprint (the warp of an all-ones glimpse) becomes an outer product of two weight sums.
 def _axis_weights(where: Tensor, out_hw: tuple[int, int], src_hw: tuple[int, int], inverse: bool):
     """Row and column weights [..., out_h, src_h] and [..., out_w, src_w] of the warp through `where`.
