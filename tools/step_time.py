@@ -1,0 +1,71 @@
+"""Time SQAIR training steps of any checkout of this repository, for before/after ratios.
+
+Why a script and not `bench`: an old commit's `bench` may lack the columns or flags being compared.
+This file imports `rsqair_bench` from the tree it is given, so one script times both sides:
+
+    git worktree add /tmp/old 3067613
+    for tree in /tmp/old . /tmp/old .; do python tools/step_time.py $tree --setting cpu; done
+
+Settings (issue 10): `cpu` = hidden 64, glimpse 10, batch 16; `paper` = hidden 256, glimpse 20, batch 32;
+both 5 particles, 10 frames, 4 slots, Adam, 1 thread unless --threads. Prints one JSON line: median and
+min seconds per step over --steps timed steps (after 2 warm-up steps) and profiler events in one step.
+Alternate the trees in one session and compare ratios: the machine's load changes absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tree", help="repository checkout whose rsqair_bench to time")
+    parser.add_argument("--setting", choices=["cpu", "paper"], default="cpu")
+    parser.add_argument("--model", default="sqair")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    sys.path.insert(0, args.tree)
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from rsqair_bench.config import ModelConfig
+    from rsqair_bench.registry import build_model, load_plugins
+
+    torch.set_num_threads(args.threads)
+    load_plugins([])
+    paper = args.setting == "paper"
+    config = ModelConfig() if paper else ModelConfig(n_hidden=64, glimpse_size=10)
+    batch = 32 if paper else 16
+    torch.manual_seed(0)
+    model = build_model(args.model, config)
+    optimizer = torch.optim.Adam(model.parameters(), 3e-4)
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(batch, 10, 1, 50, 50, generator=generator) > 0.92).float()
+
+    def step() -> None:
+        out = model(x, 5, generator)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    seconds = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = sum(e.count for e in prof.key_averages())
+    seconds.sort()
+    print(json.dumps({"tree": args.tree, "setting": args.setting, "model": args.model,
+                      "median_s": seconds[len(seconds) // 2], "min_s": seconds[0], "profiler_events": events}))
+
+
+if __name__ == "__main__":
+    main()
