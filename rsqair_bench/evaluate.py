@@ -15,7 +15,6 @@ whether T exceeds the checkpoint's trained horizon (`beyond_trained_horizon`).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import time
@@ -279,7 +278,6 @@ def _score_batches(model: torch.nn.Module, dataset: Dataset, tally: SplitTally, 
     bound_gen = torch.Generator(device=dev).manual_seed(derive_seed(seed, 11))
     loader = DataLoader(dataset, batch_size=eval_cfg.batch_size, shuffle=False, collate_fn=_collate,
                         generator=torch.Generator().manual_seed(derive_seed(seed, 12)))  # no global RNG draw
-    generate_kwargs = {"particles": eval_cfg.particles} if _accepts(model.generate, "particles") else {}
     S, start = eval_cfg.samples, 0  # start: sequence number of the batch's first row (the loader does not shuffle)
     with torch.no_grad():
         for batch in loader:
@@ -290,7 +288,7 @@ def _score_batches(model: torch.nn.Module, dataset: Dataset, tally: SplitTally, 
             x_in[:, T - 1] = 0.0  # frame T is never shown to the model
             # All S samples in one batched call: row b*S + s is sample s of sequence b.
             gen = model.generate(x_in.repeat_interleave(S, 0), n_observed=T - 1, max_objects=slots,
-                                 generator=sample_gen, **generate_kwargs)
+                                 generator=sample_gen, particles=eval_cfg.particles)
             index = np.arange(start, start + x.shape[0])  # [B]
             start += x.shape[0]
             tally.references.add(x, groups, collisions, index)
@@ -309,14 +307,6 @@ def trained_horizon(state: dict[str, Any]) -> int | None:
     """
     value = state.get("trained_horizon", state.get("seq_len"))
     return None if value is None else int(value)
-
-
-def _accepts(fn: Any, name: str) -> bool:
-    """Whether callable `fn` takes keyword `name` (model plugins may predate a keyword)."""
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _ball_states(data_path: str, split: str, frames: int, sequences: int, crop: int) -> Any:

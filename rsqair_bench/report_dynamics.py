@@ -76,11 +76,16 @@ def horizon_mark(runs: list[dict], split: str) -> str:
     return f" {HORIZON_MARK}" if beyond else ""
 
 
+def _matching(run: dict, split: str, section: str) -> dict:
+    """run's metrics.json `splits[split].matching[section]`, or {} where any level is missing."""
+    return ((((run["splits"].get(split) or {}).get("matching") or {}).get(section)) or {})
+
+
 def _seed_values(runs: list[dict], split: str, section: str, key: str) -> list[float]:
     """One value per run of matching[section][key] on `split` (skipping runs without it)."""
     out = []
     for r in runs:
-        value = (((r["splits"].get(split) or {}).get("matching") or {}).get(section) or {}).get(key)
+        value = _matching(r, split, section).get(key)
         if isinstance(value, (int, float)):
             out.append(float(value))
     return out
@@ -90,16 +95,14 @@ def _prior_errors(runs: list[dict], split: str) -> list[float]:
     """Seeds x samples values of the prior's centre error at frame T."""
     out = []
     for r in runs:
-        entry = ((((r["splits"].get(split) or {}).get("matching") or {}).get("sampled") or {})
-                 .get("centre_error_px") or {})
+        entry = _matching(r, split, "sampled").get("centre_error_px") or {}
         out.extend(float(v) for v in entry.get("per_sample") or [] if v is not None)
     return out
 
 
 def _tracked_cell(runs: list[dict], split: str) -> str:
     """'prior / copy-last (fraction tracked)' on the balls the model tracks, means over seeds."""
-    values = [(((r["splits"].get(split) or {}).get("matching") or {}).get("sampled") or {}).get("tracked") or {}
-              for r in runs]
+    values = [_matching(r, split, "sampled").get("tracked") or {} for r in runs]
     values = [v for v in values if v.get("prior_error_px") is not None]
     if not values:
         return MISSING

@@ -60,7 +60,8 @@ class FakeSQAIR(nn.Module):
         return SQAIROutput(loss=loss, iwae_bound=bound, log_weights=log_weights, num_present=num_present)
 
     def generate(self, x: Tensor, n_observed: int, max_objects: int | None = None,
-                 generator: torch.Generator | None = None) -> Generation:
+                 generator: torch.Generator | None = None, particles: int = 1) -> Generation:
+        """Ignores `particles`: the fake has no posterior to resample."""
         b, t = x.shape[:2]
         k = max_objects or self.config.max_objects
         noise = 0.05 * torch.randn(b, t, 1, 1, 1, generator=generator, device=x.device)
