@@ -40,6 +40,7 @@ class ModelConfig:
     scale_prior: float = -2.0  # sqair ref: discovery where-prior mean for the two scale logits
     shift_prior: float = 0.0  # sqair ref: discovery where-prior mean for the two shift logits
     where_prior_std: float = 1.0  # sqair ref
+    where_scale_max: float = 1.0  # sqair ref: box scale = sigmoid(logit) (1.0); ours: max * sigmoid, docs/sqair.md
     image_size: int = 50  # paper: central 50x50 crop
     prop_prior: Literal["rnn", "residual", "velocity"] = "rnn"  # sqair ref: 'rnn' (absolute); residual: ours, docs/sqair.md
     prop_prior_scale_bias: float | None = None  # None: sqair ref (zero bias, std 0.70); docs/sqair.md
@@ -330,6 +331,7 @@ def check_model_config(cfg: ModelConfig, where: str = "") -> None:
         ("n_layers", cfg.n_layers >= 1, ">= 1"),
         ("output_std", cfg.output_std > 0, "> 0"),
         ("where_prior_std", cfg.where_prior_std > 0, "> 0"),
+        ("where_scale_max", 0 < cfg.where_scale_max <= 1, "in (0, 1]"),
         ("image_size", 1 <= cfg.image_size <= 4096, "between 1 and 4096 (pixels)"),
     ])
 

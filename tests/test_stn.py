@@ -42,6 +42,15 @@ def test_transform_where_ranges() -> None:
                                                        torch.tanh(torch.tensor(-0.5)), torch.tanh(torch.tensor(0.5))]))
 
 
+def test_transform_where_scale_max_caps_the_box_and_leaves_the_shift() -> None:
+    """model_config.where_scale_max: scale = max * sigmoid(logit), so no box exceeds that share of the frame."""
+    raw = torch.tensor([[50.0, 0.0, 0.3, -0.7], [-1.0, 2.0, 0.0, 9.0]])
+    capped, plain = transform_where(raw, 0.3), transform_where(raw)
+    torch.testing.assert_close(capped[:, :2], 0.3 * plain[:, :2])
+    torch.testing.assert_close(capped[:, 2:], plain[:, 2:])
+    assert capped[:, :2].max() <= 0.3
+
+
 def test_where_to_boxes_hand_computed() -> None:
     where = torch.tensor([[0.5, 0.2, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.1, 0.4, -0.5, 0.5]])
     boxes = where_to_boxes(where, (H, W))

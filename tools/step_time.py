@@ -8,7 +8,8 @@ This file imports `rsqair_bench` from the tree it is given, so one script times 
 
 Settings (issue 10): `cpu` = hidden 64, glimpse 10, batch 16; `paper` = hidden 256, glimpse 20, batch 32;
 both 5 particles, 10 frames, 4 slots, Adam, 1 thread unless --threads. Prints one JSON line: median and
-min seconds per step over --steps timed steps (after 2 warm-up steps) and profiler events in one step.
+min seconds per step over --steps timed steps (after 2 warm-up steps; the first one, compilation included
+with --compile, is reported as first_step_s) and profiler events in one step.
 Alternate the trees in one session and compare ratios: the machine's load changes absolute times.
 """
 
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--model", default="sqair")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--compile", action="store_true",
+                        help="model_config.compile (a tree that predates the switch fails on the unknown field)")
     args = parser.parse_args()
     sys.path.insert(0, args.tree)
     import torch
@@ -38,7 +41,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_plugins([])
     paper = args.setting == "paper"
-    config = ModelConfig() if paper else ModelConfig(n_hidden=64, glimpse_size=10)
+    options = {"compile": True} if args.compile else {}
+    config = ModelConfig(**options) if paper else ModelConfig(n_hidden=64, glimpse_size=10, **options)
     batch = 32 if paper else 16
     torch.manual_seed(0)
     model = build_model(args.model, config)
@@ -52,8 +56,10 @@ def main() -> None:
         out.loss.backward()
         optimizer.step()
 
-    for _ in range(2):
-        step()
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start  # compilation included when --compile
+    step()
     seconds = []
     for _ in range(args.steps):
         start = time.perf_counter()
@@ -63,8 +69,9 @@ def main() -> None:
         step()
     events = sum(e.count for e in prof.key_averages())
     seconds.sort()
-    print(json.dumps({"tree": args.tree, "setting": args.setting, "model": args.model,
-                      "median_s": seconds[len(seconds) // 2], "min_s": seconds[0], "profiler_events": events}))
+    print(json.dumps({"tree": args.tree, "setting": args.setting, "model": args.model, "compile": args.compile,
+                      "first_step_s": first, "median_s": seconds[len(seconds) // 2], "min_s": seconds[0],
+                      "profiler_events": events}))
 
 
 if __name__ == "__main__":

@@ -118,10 +118,10 @@ class DiscoveryPrior(nn.Module):
         self.count_later = nn.Parameter(later)
         self.count_net = mlp(1, [10], max_count + 1)
 
-    def count_log_prob(self, n_disc: Tensor, expected_prop: Tensor, t: int, slots: int) -> Tensor:
+    def count_log_prob(self, n_disc: Tensor, expected_prop: Tensor, first_frame: bool, slots: int) -> Tensor:
         # n_disc [N] number discovered, expected_prop [N, 1] -> [N]
         logits = self.count_base + self.count_net(expected_prop)
-        if t > 0:
+        if not first_frame:
             logits = logits + self.count_later
         logits = F.elu(logits)  # sqair ref applies ELU to the logits
         if slots > self.max_count:

@@ -114,9 +114,9 @@ def _slots_cat(a: State, b: State) -> State:
 class SlotNoise:
     """Standard noise for one step's K sequential slot choices, drawn in two calls per step.
 
-    Drawing it up front (instead of one draw per slot) keeps the slot loop free of RNG calls, which
-    is what lets `torch.compile` fuse a slot step; the draws are i.i.d., so the distribution of
-    every latent is unchanged (tests/test_step_speed.py checks this and the exact gradients).
+    Drawing it up front (instead of one draw per slot), outside `SQAIR._frame`, keeps the frame free
+    of RNG calls, which is what lets `torch.compile` fuse a whole frame; the draws are i.i.d., so the
+    distribution of every latent is unchanged (tests/test_step_speed.py checks this and the exact gradients).
     """
 
     normal: Tensor  # [K, N, 4 + Dw] N(0, 1): where noise then what noise
@@ -159,7 +159,6 @@ class Propagation(nn.Module):
         with torch.no_grad():
             self.gates.bias.fill_(1.0)  # sqair ref
         self.pres_head = PresenceHead(h + h + dw, cfg.prop_step_bias)
-        self.slot_step = maybe_compile(self._slot_step, cfg.compile)
 
     def forward(
         self, image: Tensor, prev: Objects, gamma: Tensor, prior: PropPriorOutput, noise: SlotNoise
@@ -173,7 +172,7 @@ class Propagation(nn.Module):
         carry = prev.what.new_zeros(n, dw + 4 + 1)  # the previous slot's [what, where, pres], zero if absent
         rows = []
         for i in range(k):
-            h, carry, *out = self.slot_step(
+            h, carry, *out = self._slot_step(
                 image, h, carry, features[:, i], gamma[:, i], prev.temporal[:, i], prev.where[:, i],
                 prev.what[:, i], prev.pres[:, i], mask[:, i], noise.normal[i], noise.uniform[i])
             rows.append(tuple(out))
@@ -235,7 +234,6 @@ class Discovery(nn.Module):
         self.core_init = nn.Parameter(torch.zeros(h))
         self.where_head = WhereHead(h, hiddens, cfg.transform_var_bias)
         self.pres_head = PresenceHead(h + dw, cfg.disc_step_bias)
-        self.slot_step = maybe_compile(self._slot_step, cfg.compile)
 
     def summarise(self, propagated: Objects) -> Tensor:
         # [N, K, ...] -> [N, H]: sum of an MLP over present propagated objects
@@ -256,7 +254,7 @@ class Discovery(nn.Module):
         rows = []
         for k in range(slots):
             before = pres
-            h, where, where_loc, where_scale, what, what_loc, what_scale, logit, pres = self.slot_step(
+            h, where, where_loc, where_scale, what, what_loc, what_scale, logit, pres = self._slot_step(
                 image, h, img, cond, what, where, pres, slot_open[:, k], noise.normal[k], noise.uniform[k])
             rows.append((where, where_loc, where_scale, what, what_loc, what_scale, logit, pres, before))
         where, where_loc, where_scale, what, what_loc, what_scale, logit, pres, before = _stack(rows)
@@ -306,16 +304,21 @@ class Trace:
 
 
 def maybe_compile(fn, enabled: bool):
-    """torch.compile for a slot step when `model_config.compile` is set; the plain function otherwise.
+    """torch.compile for `SQAIR._frame` when `model_config.compile` is set; the plain function otherwise.
 
-    Shapes are static within a run (dynamic=False): one compilation per (N, K), reused over time
-    steps and slots. On CUDA, mode "reduce-overhead" adds CUDA graphs, which remove the per-kernel
-    launch cost that dominates this model's small operations.
+    A whole frame is the unit: compiling only the slot steps left most of the frame's small
+    operations eager (bench, CPU-scale: 7% faster than eager; the frame: see docs/sqair.md).
+    One graph for the first frame and one for every later frame; a curriculum stage does not
+    recompile, since T is the Python loop and `_run` hands every frame the same strides. dynamic=None
+    (automatic): the training batch compiles with static shapes, a second row count N (validation,
+    evaluation) compiles once more with N symbolic, and that graph serves every later N.
+    On CUDA, mode "reduce-overhead" adds CUDA graphs, which remove the per-kernel launch cost that
+    dominates this model's small operations.
     """
     if not enabled:
         return fn
     mode = "reduce-overhead" if torch.cuda.is_available() else "default"
-    return torch.compile(fn, dynamic=False, mode=mode)
+    return torch.compile(fn, dynamic=None, mode=mode)
 
 
 class SQAIR(nn.Module):
@@ -326,7 +329,7 @@ class SQAIR(nn.Module):
         self.config = config
         self.relation = relation
         hiddens = [config.n_hidden] * config.n_layers
-        encoder = GlimpseEncoder(config.glimpse_size, hiddens, config.z_what)
+        encoder = GlimpseEncoder(config.glimpse_size, hiddens, config.z_what, config.where_scale_max)
         self.propagation = Propagation(config, relation.out_dim, encoder)
         self.discovery = Discovery(config, encoder)
         self.prop_prior = PropagationPrior(relation.out_dim, config.z_what, config.n_hidden,
@@ -335,7 +338,8 @@ class SQAIR(nn.Module):
         self.disc_prior = DiscoveryPrior(config.n_hidden, config.max_objects, config.scale_prior,
                                          config.shift_prior, config.where_prior_std)
         self.decoder = GlimpseDecoder(config.z_what, hiddens, config.glimpse_size, config.image_size,
-                                      config.output_scale)
+                                      config.output_scale, config.where_scale_max)
+        self.frame = maybe_compile(self._frame, config.compile)
 
     # ------------------------------------------------------------------ public API
     def forward(
@@ -371,7 +375,7 @@ class SQAIR(nn.Module):
         canvas, what, where, pres, ids = (torch.cat([a, c], 1) for a, c in zip(
             (trace.canvas, trace.what, trace.where, trace.pres, trace.ids), (canvas, what, where, pres, ids)))
         h, w = x.shape[-2:]
-        where_c = transform_where(where)
+        where_c = transform_where(where, self.config.where_scale_max)
         return Generation(frames=canvas, what=what, where=where_c, pres=pres,
                           boxes=where_to_boxes(where_c, (h, w)), ids=ids)
 
@@ -404,38 +408,58 @@ class SQAIR(nn.Module):
     def _run(self, x: Tensor, particles: int, generator, k: int) -> Trace:
         """Posterior over every frame of x [B, T, 1, H, W] with `particles` particles (N = B * P rows)."""
         b, t = x.shape[:2]
-        xs = x.repeat_interleave(particles, dim=0)  # [N, T, 1, H, W]
-        n = xs.shape[0]
+        # Frame-major and contiguous, so every frame's image has the same strides whatever T is: a
+        # compiled frame (model_config.compile) is specialised on strides and would recompile per T.
+        xs = x.transpose(0, 1).repeat_interleave(particles, dim=1)  # [T, N, 1, H, W]
+        n = xs.shape[1]
         # The discovery image encoding depends on the frame only: once per sequence and frame, not per particle.
-        encoded = self.discovery.image_encoder(x.flatten(2)).repeat_interleave(particles, dim=0)  # [N, T, H]
+        encoded = self.discovery.image_encoder(x.flatten(2)).transpose(0, 1)  # [T, B, H]
+        encoded = encoded.repeat_interleave(particles, dim=1)  # [T, N, H]
         objects = self._initial_objects(n, k, x.device)
         fresh = self._initial_objects(n, k, x.device)  # templates for newly discovered objects
         last_id = torch.full((n,), -1, dtype=torch.long, device=x.device)
         log_w = log_q_discrete = xs.new_zeros(n)
         per_frame = []
         for step in range(t):
-            image = xs[:, step]
-            if step == 0:
-                propagated, terms, expected = fresh, None, xs.new_zeros(n, 1)
-            else:
-                gamma, prior = self._prior(objects)
-                # Expected propagated count under the prior conditions the count prior (sqair ref).
-                expected = (torch.sigmoid(prior.pres_logit) - 0.5).sum(1, keepdim=True) / k
-                propagated, terms = self.propagation(image, objects, gamma, prior, self._noise(k, n, xs, generator))
-            disc, disc_terms = self._discover(image, encoded[:, step], propagated, expected, k, step, generator)
-            disc.ids = torch.where(disc.pres > 0, last_id.unsqueeze(1) + disc.pres.long().cumsum(1), disc.ids)
-            last_id = last_id + disc.pres.long().sum(1)
-            objects = self._merge(propagated, disc, k)
-            canvas = self.decoder(objects.what, objects.where, objects.pres)
-            log_px = self.pixel_log_likelihood(image, canvas).flatten(1).sum(1)
-            log_w = log_w + log_px + disc_terms.log_p - disc_terms.log_q
-            log_q_discrete = log_q_discrete + disc_terms.log_q_discrete
-            if terms is not None:
-                log_w = log_w + terms.log_p - terms.log_q
-                log_q_discrete = log_q_discrete + terms.log_q_discrete
+            # Noise is drawn here, outside the (possibly compiled) frame: propagation's, then discovery's.
+            prop_noise = None if step == 0 else self._noise(k, n, xs, generator)
+            disc_noise = self._noise(k, n, xs, generator)
+            objects, last_id, log_w, log_q_discrete, canvas = self.frame(
+                xs[step], encoded[step], objects, fresh, last_id, log_w, log_q_discrete, prop_noise, disc_noise)
             per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids))
         canvas, what, where, pres, ids = (torch.stack(f, 1) for f in zip(*per_frame))  # each [N, T, ...]
         return Trace(canvas, what, where, pres, ids, log_w, log_q_discrete, objects, last_id)
+
+    def _frame(self, image: Tensor, encoded: Tensor, objects: Objects, fresh: Objects, last_id: Tensor, log_w: Tensor,
+               log_q_discrete: Tensor, prop_noise: SlotNoise | None, disc_noise: SlotNoise
+               ) -> tuple[Objects, Tensor, Tensor, Tensor, Tensor]:
+        """One posterior frame: propagate (not on the first frame, `prop_noise` None), discover, merge,
+        render, and add the frame's terms to the running log weight and discrete log q.
+
+        A method of its own so that `model_config.compile` can compile a whole frame, forward and
+        backward, into one graph: shapes are fixed within a run, so one graph serves every later frame.
+        image [N, 1, H, W], encoded [N, H]; returns objects, last_id, log_w, log_q_discrete, canvas."""
+        n, k = objects.pres.shape
+        first = prop_noise is None
+        if first:
+            propagated, terms, expected = fresh, None, image.new_zeros(n, 1)
+        else:
+            gamma, prior = self._prior(objects)
+            # Expected propagated count under the prior conditions the count prior (sqair ref).
+            expected = (torch.sigmoid(prior.pres_logit) - 0.5).sum(1, keepdim=True) / k
+            propagated, terms = self.propagation(image, objects, gamma, prior, prop_noise)
+        disc, disc_terms = self._discover(image, encoded, propagated, expected, first, disc_noise)
+        disc.ids = torch.where(disc.pres > 0, last_id.unsqueeze(1) + disc.pres.long().cumsum(1), disc.ids)
+        last_id = last_id + disc.pres.long().sum(1)
+        objects = self._merge(propagated, disc, k)
+        canvas = self.decoder(objects.what, objects.where, objects.pres)
+        log_px = self.pixel_log_likelihood(image, canvas).flatten(1).sum(1)
+        log_w = log_w + log_px + disc_terms.log_p - disc_terms.log_q
+        log_q_discrete = log_q_discrete + disc_terms.log_q_discrete
+        if terms is not None:
+            log_w = log_w + terms.log_p - terms.log_q
+            log_q_discrete = log_q_discrete + terms.log_q_discrete
+        return objects, last_id, log_w, log_q_discrete, canvas
 
     def _prior(self, objects: Objects) -> tuple[Tensor, PropPriorOutput]:
         """gamma_t = Gamma(z_{t-1}) and the propagation prior it conditions (paper eq. 3)."""
@@ -462,16 +486,15 @@ class SQAIR(nn.Module):
                     objects.ids.new_zeros(n, 0, k))
         return tuple(torch.stack(f, 1) for f in zip(*per_frame))
 
-    def _discover(self, image, encoded: Tensor, propagated: Objects, expected: Tensor, k: int, step: int,
-                  generator) -> tuple[Objects, StepTerms]:
+    def _discover(self, image, encoded: Tensor, propagated: Objects, expected: Tensor, first: bool,
+                  noise: SlotNoise) -> tuple[Objects, StepTerms]:
         cond = self.discovery.summarise(propagated)
+        n, k = propagated.pres.shape
         allowed = k - propagated.pres.sum(1)
-        n = image.shape[0]
-        noise = self._noise(k, n, image, generator)
         what, where, pres, log_q_cont, log_q_disc = self.discovery(image, encoded, cond, allowed, k, noise)
         log_p_cont = self.disc_prior.what_log_prob(what) + self.disc_prior.where_log_prob(where, cond, expected)
         n_disc = pres.sum(1)
-        log_p = (pres * log_p_cont).sum(1) + self.disc_prior.count_log_prob(n_disc, expected, step, k)
+        log_p = (pres * log_p_cont).sum(1) + self.disc_prior.count_log_prob(n_disc, expected, first, k)
         log_q = (pres * log_q_cont).sum(1) + log_q_disc
         hidden = self.config.n_hidden
         disc = Objects(

@@ -21,13 +21,16 @@ from torch import Tensor
 _MIN_SCALE = 1e-4
 
 
-def transform_where(raw: Tensor) -> Tensor:
-    """Unconstrained (sx, sy, tx, ty) -> valid where: scale in (0, 1), shift in (-1, 1).
+def transform_where(raw: Tensor, scale_max: float = 1.0) -> Tensor:
+    """Unconstrained (sx, sy, tx, ty) -> valid where: scale in (0, scale_max), shift in (-1, 1).
 
     Scale via sigmoid and shift via tanh, as in SQAIR, keeps boxes inside a sensible range
-    so the glimpse never exceeds the frame and its centre never leaves it.
+    so the glimpse never exceeds the frame and its centre never leaves it. `scale_max` < 1
+    (model_config.where_scale_max) caps the box at that fraction of the frame.
     """
     scale = torch.sigmoid(raw[..., :2])  # [..., 2]
+    if scale_max != 1.0:
+        scale = scale * scale_max
     shift = torch.tanh(raw[..., 2:])  # [..., 2]
     return torch.cat([scale, shift], dim=-1)  # [..., 4]
 
