@@ -35,13 +35,25 @@ class JobStatus:
     bound: float | None = None  # mean training IWAE bound since the previous write (nats per sequence)
     it_per_s: float | None = None  # wall-clock iterations per second, validation included
     updated: float = 0.0  # time.time() of the write
+    seconds_left: float | None = None  # of the train.max_minutes budget at the write; None without a budget
+    budget_s: float | None = None  # train.max_minutes in seconds; None without a budget
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds to max_iterations at the current rate (an upper bound: early stopping may end sooner)."""
+        """Seconds until training ends: at max_iterations at the current rate, or when the
+        train.max_minutes budget runs out, whichever is sooner (early stopping may end it sooner still)."""
         if not self.it_per_s or self.it_per_s <= 0:
-            return None
-        return max(0, self.max_iterations - self.iteration) / self.it_per_s
+            return self.seconds_left
+        to_max = max(0, self.max_iterations - self.iteration) / self.it_per_s
+        return to_max if self.seconds_left is None else min(to_max, self.seconds_left)
+
+    @property
+    def fraction(self) -> float:
+        """How far training is, in [0, 1]: iterations, or the time budget spent if that is further."""
+        done = min(1.0, self.iteration / max(self.max_iterations, 1))
+        if self.budget_s and self.seconds_left is not None:
+            done = max(done, 1.0 - self.seconds_left / self.budget_s)
+        return min(1.0, done)
 
 
 def _write(path: Path, status: JobStatus) -> None:
@@ -79,11 +91,16 @@ class StatusWriter:
         iteration: int = 0,
         clock: Callable[[], float] = time.monotonic,
         min_interval: float = MIN_INTERVAL_S,
+        budget_s: float | None = None,
+        elapsed_s: float = 0.0,
     ) -> None:
+        """`budget_s`: train.max_minutes in seconds (None: no budget); `elapsed_s`: training time
+        already spent by earlier attempts of a resumed job, which the budget counts."""
         self.path = Path(out_dir) / STATUS_FILE
         self.clock = clock
         self.min_interval = min_interval
-        self.status = JobStatus(model, int(seed), "training", int(iteration), int(max_iterations))
+        self._deadline = None if budget_s is None else clock() + budget_s - elapsed_s
+        self.status = JobStatus(model, int(seed), "training", int(iteration), int(max_iterations), budget_s=budget_s)
         self._last_time = clock()
         self._last_iteration = int(iteration)
         self._bound_sum, self._bound_count = 0.0, 0
@@ -113,6 +130,8 @@ class StatusWriter:
 
     def _flush(self) -> None:
         self.status.updated = time.time()
+        if self._deadline is not None:
+            self.status.seconds_left = max(0.0, self._deadline - self.clock())
         _write(self.path, self.status)
 
 

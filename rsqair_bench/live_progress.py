@@ -116,7 +116,7 @@ class LiveProgress:
     def _fraction(self, statuses: dict[str, JobStatus]) -> float:
         if not self.total:
             return 1.0
-        partial = TRAIN_SHARE * sum(min(1.0, s.iteration / max(s.max_iterations, 1)) for s in statuses.values())
+        partial = TRAIN_SHARE * sum(s.fraction for s in statuses.values())
         return (self.already_done + len(self._finished) + partial) / self.total
 
     def lines(self) -> list[str]:

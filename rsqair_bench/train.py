@@ -500,7 +500,9 @@ class _Outputs:
         cfg, it = run.cfg, run.state.iteration
         self.writer = _tensorboard(run.out_dir)
         self.bar = tqdm(total=cfg.max_iterations, initial=it, disable=not progress_enabled(progress), unit="it")
-        self.status = StatusWriter(run.out_dir, run.job.model, run.job.seed, cfg.max_iterations, it)  # `run`'s display
+        budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
+        self.status = StatusWriter(run.out_dir, run.job.model, run.job.seed, cfg.max_iterations, it,  # `run`'s display
+                                   budget_s=budget, elapsed_s=run.state.elapsed)
         self.log_fh = (run.out_dir / LOG_FILE).open("a", newline="")
         self.csv = csv.writer(self.log_fh)
         self.t_window, self.window_steps = 0.0, 0  # time and steps since the last log row

@@ -49,6 +49,26 @@ def test_status_writer_throttles_and_measures(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_eta_stops_at_the_time_budget_of_a_resumed_job(tmp_path: Path) -> None:
+    """train.max_minutes ends a job before max_iterations: the ETA is the budget left, counting the
+    training time of earlier attempts (here 25 of 30 minutes), not the time to max_iterations."""
+    clock = FakeClock()
+    writer = StatusWriter(tmp_path, "sqair", 0, max_iterations=10_000, iteration=2_000, clock=clock,
+                          budget_s=1800.0, elapsed_s=1500.0)
+    assert read_status(tmp_path / STATUS_FILE).eta_s == pytest.approx(300.0)  # no rate yet: the budget left
+    clock.now = 10.0
+    writer.step(2_020, -500.0)  # 2 it/s: 7,980 iterations would take 3,990 s
+    status = read_status(tmp_path / STATUS_FILE)
+    assert status.seconds_left == pytest.approx(290.0) and status.eta_s == pytest.approx(290.0)
+    assert status.fraction == pytest.approx(1.0 - 290.0 / 1800.0)  # the budget is further along than 2,020 / 10,000
+    free = tmp_path / "free"
+    free.mkdir()
+    unbudgeted = StatusWriter(free, "sqair", 0, max_iterations=100, iteration=0, clock=clock)
+    clock.now = 20.0
+    unbudgeted.step(20)
+    assert read_status(free / STATUS_FILE).eta_s == pytest.approx(40.0)  # 80 left at 2 it/s
+
+
 def test_unreadable_status_is_no_status(tmp_path: Path) -> None:
     (tmp_path / STATUS_FILE).write_text('{"model": "x"')
     assert read_status(tmp_path / STATUS_FILE) is None
