@@ -677,6 +677,10 @@ def test_compiled_model_matches_eager_loss_and_gradients(caplog, float64):
     print(f"first compiled step (compilation included): {seconds:.1f} s; graphs {dict(counters['stats'])}")
     assert counters["stats"]["unique_graphs"] == 2, "one graph for the first frame, one for every later frame"
     assert not counters["graph_break"], dict(counters["graph_break"])
+    compiled.generate(x, 2, particles=2)  # evaluation runs eager: no more graphs (dynamo's limit is 8)
+    with torch.no_grad():
+        compiled(x, 2, torch.Generator().manual_seed(9))
+    assert counters["stats"]["unique_graphs"] == 2
     assert torch.equal(out_c.num_present, out_e.num_present)
     torch.testing.assert_close(out_c.loss, out_e.loss, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(out_c.log_weights, out_e.log_weights, rtol=1e-10, atol=1e-9)

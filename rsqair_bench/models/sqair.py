@@ -309,9 +309,10 @@ def maybe_compile(fn, enabled: bool):
     A whole frame is the unit: compiling only the slot steps left most of the frame's small
     operations eager (bench, CPU-scale: 7% faster than eager; the frame: see docs/sqair.md).
     One graph for the first frame and one for every later frame; a curriculum stage does not
-    recompile, since T is the Python loop and `_run` hands every frame the same strides. dynamic=None
-    (automatic): the training batch compiles with static shapes, a second row count N (validation,
-    evaluation) compiles once more with N symbolic, and that graph serves every later N.
+    recompile, since T is the Python loop and `_run` hands every frame the same strides. `_run` uses
+    it only with gradients on (training steps). dynamic=None (automatic): the training batch compiles
+    with static shapes; a second row count N (a smaller last batch) compiles once more with N symbolic,
+    and that graph serves every later N.
     On CUDA, mode "reduce-overhead" adds CUDA graphs, which remove the per-kernel launch cost that
     dominates this model's small operations.
     """
@@ -419,12 +420,16 @@ class SQAIR(nn.Module):
         fresh = self._initial_objects(n, k, x.device)  # templates for newly discovered objects
         last_id = torch.full((n,), -1, dtype=torch.long, device=x.device)
         log_w = log_q_discrete = xs.new_zeros(n)
+        # Compiled frames serve training steps only: validation and evaluation (no gradient, other batch
+        # sizes and slot counts) would each add graphs, minutes of compilation on a CPU for seconds of use,
+        # and past dynamo's recompile limit (8) it falls back to eager anyway.
+        frame = self.frame if torch.is_grad_enabled() else self._frame
         per_frame = []
         for step in range(t):
             # Noise is drawn here, outside the (possibly compiled) frame: propagation's, then discovery's.
             prop_noise = None if step == 0 else self._noise(k, n, xs, generator)
             disc_noise = self._noise(k, n, xs, generator)
-            objects, last_id, log_w, log_q_discrete, canvas = self.frame(
+            objects, last_id, log_w, log_q_discrete, canvas = frame(
                 xs[step], encoded[step], objects, fresh, last_id, log_w, log_q_discrete, prop_noise, disc_noise)
             per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids))
         canvas, what, where, pres, ids = (torch.stack(f, 1) for f in zip(*per_frame))  # each [N, T, ...]
