@@ -53,7 +53,7 @@ class JobStatus:
         done = min(1.0, self.iteration / max(self.max_iterations, 1))
         if self.budget_s and self.seconds_left is not None:
             done = max(done, 1.0 - self.seconds_left / self.budget_s)
-        return min(1.0, done)
+        return done
 
 
 def _write(path: Path, status: JobStatus) -> None:

@@ -461,7 +461,7 @@ class SQAIR(nn.Module):
         log_px = self.pixel_log_likelihood(image, canvas).flatten(1).sum(1)
         log_w = log_w + log_px + disc_terms.log_p - disc_terms.log_q
         log_q_discrete = log_q_discrete + disc_terms.log_q_discrete
-        if terms is not None:
+        if not first:
             log_w = log_w + terms.log_p - terms.log_q
             log_q_discrete = log_q_discrete + terms.log_q_discrete
         return objects, last_id, log_w, log_q_discrete, canvas
