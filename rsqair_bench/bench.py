@@ -132,13 +132,14 @@ def count_flop(step) -> float:
 def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.device, seed: int = 0,
                 train_config: TrainConfig | None = None, peak_flop_per_s: float | None = None) -> ModelBench:
     from rsqair_bench.registry import build_model, count_parameters
-    from rsqair_bench.train import build_optimizer
+    from rsqair_bench.train import build_optimizer, optimizer_update
 
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = build_model(name, config).to(device)
-    optimizer = build_optimizer(model, train_config or TrainConfig())
+    optimizer = build_optimizer(model, train_config or TrainConfig(), config.compile)
+    update = optimizer_update(optimizer, config.compile)
     x = synthetic_frames(s, config.image_size, device, generator)
     sample_gen = torch.Generator(device=device).manual_seed(seed)
     if device.type == "cuda":
@@ -148,7 +149,7 @@ def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.
         out = model(x, s.particles, sample_gen)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        optimizer.step()
+        update()
 
     with _Timer(device) as first_timer:
         train_step()  # compiles here when model_config.compile is set

@@ -102,8 +102,27 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
+def same_model_config(state: dict[str, Any], model_config: Any) -> bool:
+    """Whether a checkpoint's model_config is `model_config`, allowing for fields added since it was saved.
+
+    Why: every new `ModelConfig` switch changes the hash of every config, so a run interrupted before
+    an update could not resume after it although its model is the same. A field the checkpoint does
+    not know counts as the same when the job leaves it at its default (the behaviour the checkpoint
+    was trained with); the fields it does know must hash to what it saved."""
+    current = to_dict(model_config)
+    if state.get("model_config_hash") == config_hash(current):
+        return True
+    saved = state.get("model_config")
+    if not isinstance(saved, dict) or not set(saved) <= set(current):
+        return False
+    defaults = to_dict(type(model_config)())
+    if any(current[key] != defaults[key] for key in set(current) - set(saved)):
+        return False
+    return state.get("model_config_hash") == config_hash({key: current[key] for key in saved})
+
+
 def check_compatible(
-    state: dict[str, Any], path: Path, model_name: str, model_config_hash: str, seed: int | None = None
+    state: dict[str, Any], path: Path, model_name: str, model_config: Any, seed: int | None = None
 ) -> None:
     """Refuse a checkpoint of another model name, architecture config or seed (a different job)."""
     if state.get("model_name") != model_name:
@@ -111,7 +130,8 @@ def check_compatible(
             f"{path}: checkpoint is of model {state.get('model_name')!r}, expected {model_name!r} "
             f"(use another --out directory or remove the checkpoint)"
         )
-    if state.get("model_config_hash") != model_config_hash:
+    if not same_model_config(state, model_config):
+        model_config_hash = config_hash(model_config)
         raise CheckpointError(
             f"{path}: checkpoint model_config hash {state.get('model_config_hash')!r} differs from the job's "
             f"{model_config_hash!r} (model_config changed; use another --out directory)"

@@ -44,8 +44,9 @@ class ModelConfig:
     image_size: int = 50  # paper: central 50x50 crop
     prop_prior: Literal["rnn", "residual", "velocity"] = "rnn"  # sqair ref: 'rnn' (absolute); residual: ours, docs/sqair.md
     prop_prior_scale_bias: float | None = None  # None: sqair ref (zero bias, std 0.70); docs/sqair.md
+    disc_image_encoder: Literal["mlp", "conv"] = "mlp"  # sqair ref: MLP on the image; conv: ours, docs/sqair.md
     vimco: Literal["vimco", "sqair_tf"] = "vimco"  # VIMCO learning signal; sqair_tf = sqair ref targets.py
-    compile: bool = False  # ours: torch.compile the per-slot steps (CUDA: with CUDA graphs)
+    compile: bool = False  # ours: torch.compile each posterior frame and the optimizer update (CUDA: with CUDA graphs)
     relation_options: dict[str, Any] = field(default_factory=dict)  # kwargs for the relation's constructor
 
 

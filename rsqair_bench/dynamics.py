@@ -91,6 +91,7 @@ class MatchingScorer:
         self.states = states
         self.samples = samples
         self.inferred = InferredTally()
+        self.by_frame: list[InferredTally] = []  # one per inferred frame: where coverage is lost
         self.sampled = InferredTally()  # coverage/duplicates of the prior's objects at frame T
         self.prior = [ErrorTally() for _ in range(samples)]
         self.tracked = TrackedTally()
@@ -106,10 +107,13 @@ class MatchingScorer:
         visible = _visible(groups, states.active.shape[1])  # [B, T, n]
         truth = states.centres_px(states.positions[index])  # [B, T, n, 2]
         last = centres.shape[1] - 1
+        self.by_frame += [InferredTally() for _ in range(last - len(self.by_frame))]
         for row in range(centres.shape[0]):
             b, s = divmod(row, self.samples)
             for t in range(last):
-                self.inferred.add(centres[row, t][present[row, t]], truth[b, t][visible[b, t]])
+                objects, balls = centres[row, t][present[row, t]], truth[b, t][visible[b, t]]
+                self.inferred.add(objects, balls)
+                self.by_frame[t].add(objects, balls)
             objects, balls = centres[row, last][present[row, last]], truth[b, last][visible[b, last]]
             self.sampled.add(objects, balls)
             self.prior[s].add(objects, balls)
@@ -136,7 +140,9 @@ class MatchingScorer:
         return {
             "radius_px": MATCH_RADIUS_PX,
             "error_cap_px": ERROR_CAP_PX,
-            "inferred": self.inferred.summary(),
+            "inferred": self.inferred.summary() | {"by_frame": [
+                {"frame": t + 1} | {key: frame.summary()[key] for key in ("coverage", "duplicates", "strays")}
+                for t, frame in enumerate(self.by_frame)]},
             "sampled": {
                 "centre_error_px": {
                     "mean": float(np.mean(known)) if known else None,

@@ -67,6 +67,7 @@ class InferredTally:
     covered: int = 0  # visible balls with an object within the radius
     present: int = 0  # present objects
     duplicates: int = 0  # unmatched objects within the radius of a ball (a second object on it)
+    strays: int = 0  # objects within the radius of no ball (matched + duplicates + strays = present)
     error_sum: float = 0.0  # px, over matched pairs
     radius: float = MATCH_RADIUS_PX
 
@@ -77,15 +78,16 @@ class InferredTally:
         self.covered += len(rows)
         self.present += len(objects)
         self.error_sum += float(dist.sum())
-        if len(objects) and len(balls):
-            unmatched = np.setdiff1d(np.arange(len(objects)), rows)
-            near = (_distances(objects[unmatched], balls) <= self.radius).any(1)
-            self.duplicates += int(near.sum())
+        unmatched = np.setdiff1d(np.arange(len(objects)), rows)
+        near = (_distances(objects[unmatched], balls) <= self.radius).any(1) if len(balls) else np.zeros(len(unmatched), bool)
+        self.duplicates += int(near.sum())
+        self.strays += int((~near).sum())
 
     def summary(self) -> dict[str, float | int | None]:
         return {
             "coverage": self.covered / self.visible if self.visible else None,
             "duplicates": self.duplicates / self.present if self.present else 0.0,
+            "strays": self.strays / self.present if self.present else 0.0,
             "centre_error_px": self.error_sum / self.covered if self.covered else None,
             "visible_balls": self.visible,
             "present_objects": self.present,

@@ -110,6 +110,17 @@ def _tracked_cell(runs: list[dict], split: str) -> str:
     return f"{mean('prior_error_px'):.2f} / {mean('copy_last_error_px'):.2f} ({mean('tracked_fraction'):.2f} tracked)"
 
 
+def _first_last_coverage_cell(runs: list[dict], split: str) -> str:
+    """'first / last' inferred frame's coverage, means over seeds: discovery alone places the first
+    frame's objects, so a gap between the two says where the coverage is lost (docs/metrics.md)."""
+    frames = [_matching(r, split, "inferred").get("by_frame") or [] for r in runs]
+    pairs = [(f[0]["coverage"], f[-1]["coverage"]) for f in frames if f and None not in (f[0]["coverage"], f[-1]["coverage"])]
+    if not pairs:
+        return MISSING
+    first, last = np.mean(pairs, axis=0)
+    return f"{first:.2f} / {last:.2f}"
+
+
 def _cell(values: list[float], digits: int) -> str:
     if not values:
         return MISSING
@@ -132,7 +143,9 @@ def dynamics_table(runs: list[dict], models: list[str], grouped: dict[str, list[
         for split in splits:
             mark = horizon_mark(mruns, split)
             row[f"coverage {split}"] = _cell(_seed_values(mruns, split, "inferred", "coverage"), 3)
+            row[f"coverage first / last inferred frame {split}"] = _first_last_coverage_cell(mruns, split)
             row[f"duplicates {split}"] = _cell(_seed_values(mruns, split, "inferred", "duplicates"), 3)
+            row[f"strays {split}"] = _cell(_seed_values(mruns, split, "inferred", "strays"), 3)
             row[f"centre err. px {split}"] = _cell(_seed_values(mruns, split, "inferred", "centre_error_px"), 2)
             prior = _cell(_prior_errors(mruns, split), 2)
             row[f"prior centre err. px (frame T) {split}"] = prior + (mark if prior != MISSING else "")
@@ -142,7 +155,7 @@ def dynamics_table(runs: list[dict], models: list[str], grouped: dict[str, list[
     for name in ("copy_last", "const_velocity"):
         row = {"model": reference_label(name)}
         for split in splits:
-            for key in ("coverage", "duplicates", "centre err. px"):
+            for key in ("coverage", "coverage first / last inferred frame", "duplicates", "strays", "centre err. px"):
                 row[f"{key} {split}"] = MISSING
             value = reference_value(runs, split, name, "centre_error_px")
             row[f"prior centre err. px (frame T) {split}"] = MISSING if value is None else f"{value:.2f}"

@@ -104,6 +104,10 @@ def test_matching_sees_centroids_as_found_balls(job) -> None:
     assert inferred["coverage"] > 0.85  # touching balls merge into one component: a few misses
     assert inferred["duplicates"] == 0.0
     assert inferred["centre_error_px"] < 1.0
+    frames = inferred["by_frame"]
+    assert [f["frame"] for f in frames] == [1, 2, 3, 4, 5]  # frames 1..T-1 of T = 6
+    assert min(f["coverage"] for f in frames) <= inferred["coverage"] <= max(f["coverage"] for f in frames)
+    assert all(f["strays"] == 0.0 for f in frames)  # every centroid sits on a ball
     # its sampled frame reuses frame T-1's centroids: the prior's error is copy-last's
     prior = m["sampled"]["centre_error_px"]
     assert len(prior["per_sample"]) == 2 and 1.5 < prior["mean"] < 5.0
@@ -143,4 +147,7 @@ def test_report_has_reference_rows_dynamics_table_and_horizon_marks(job, tmp_pat
     dynamics = (report / "dynamics.md").read_text()
     assert "coverage balls4/test" in dynamics and "reference: copy-last" in dynamics
     assert f"{entry['references']['copy_last']['centre_error_px']:.2f}" in dynamics
+    frames = entry["matching"]["inferred"]["by_frame"]
+    assert "strays balls4/test" in dynamics
+    assert f"{frames[0]['coverage']:.2f} / {frames[-1]['coverage']:.2f}" in dynamics  # first / last inferred frame
     assert (report / "dynamics.tex").is_file() and (report / "figures" / "fig4_ll.png").is_file()

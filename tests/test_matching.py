@@ -24,6 +24,7 @@ def test_a_second_object_on_a_ball_is_a_duplicate_and_far_objects_are_not() -> N
     out = tally.summary()
     assert out["coverage"] == 1.0
     assert out["duplicates"] == pytest.approx(1 / 4)  # (11, 10) is a second object on ball 0
+    assert out["strays"] == pytest.approx(1 / 4)  # (45, 45) is on no ball
     assert out["centre_error_px"] == pytest.approx((0.5 + 4.0) / 2)
     assert (out["visible_balls"], out["present_objects"]) == (2, 4)
 
@@ -45,6 +46,7 @@ def test_missed_balls_lower_coverage_and_empty_frames_are_safe() -> None:
     out = tally.summary()
     assert out["coverage"] == pytest.approx(1 / 3)
     assert out["duplicates"] == 0.0 and out["present_objects"] == 2
+    assert out["strays"] == pytest.approx(1 / 2)  # the object in the frame without balls
     assert InferredTally().summary()["coverage"] is None
 
 

@@ -1,10 +1,11 @@
 """The reference's RMSProp semantics: mean-square accumulator starts at 1 (TF), decay 0.9."""
 
+import pytest
 import torch
 from torch import nn
 
 from rsqair_bench.config import TrainConfig
-from rsqair_bench.train import build_optimizer
+from rsqair_bench.train import build_optimizer, optimizer_update
 
 
 def test_rmsprop_first_step_uses_an_accumulator_that_starts_at_one():
@@ -24,3 +25,32 @@ def test_rmsprop_first_step_uses_an_accumulator_that_starts_at_one():
 def test_adam_is_available_for_short_runs():
     optimizer = build_optimizer(nn.Linear(2, 2), TrainConfig(optimizer="adam"))
     assert isinstance(optimizer, torch.optim.Adam)
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+def test_compiled_update_matches_eager_and_does_not_recompile_when_the_lr_changes(name):
+    """model_config.compile compiles the optimizer update too (train.optimizer_update); the schedule's
+    lr changes must reach it through the lr tensor, without a new graph."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    cfg = TrainConfig(optimizer=name, learning_rate=0.01)
+    layers = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        layer = nn.Linear(3, 2)
+        optimizer = build_optimizer(layer, cfg, compiled)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 if i < 2 else 0.1)
+        update = optimizer_update(optimizer, compiled)
+        for step in range(4):
+            if step == 2:
+                frames = counters["frames"]["ok"]
+            layer.zero_grad()
+            layer(torch.full((1, 3), float(step + 1))).pow(2).sum().backward()
+            update()
+            schedule.step()
+        layers.append(layer)
+    assert counters["frames"]["ok"] == frames, "the compiled update recompiled after the lr changed"
+    assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)
+    for eager, compiled in zip(layers[0].parameters(), layers[1].parameters()):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)

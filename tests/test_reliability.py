@@ -197,6 +197,18 @@ def _nan_factory(bad_from: int, bad_until: int):
     return lambda name, config: DistributionNaN(config, bad_from, bad_until)
 
 
+@pytest.fixture
+def validated_distributions():
+    """Argument validation on, as in a fresh process: torch.compile's first use in a process turns it
+    off for good (torch._dynamo's TorchPatcher), and compile tests may have run before this one. With
+    validation off, a NaN parameter reaches the loss instead, which the NaN-loss cases cover."""
+    before = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(True)
+    yield
+    torch.distributions.Distribution.set_default_validate_args(before)
+
+
+@pytest.mark.usefixtures("validated_distributions")
 def test_case04_nan_inside_a_distribution_takes_the_divergence_path(tmp_path: Path, fake_h5: Path) -> None:
     job = tiny_job(fake_h5, checkpoint_every=2, validate_every=2, max_iterations=6)
     out = tmp_path / "job"

@@ -131,3 +131,15 @@ def test_model_runs_with_more_slots_than_trained(k):
     out = model(batch(), particles=2, generator=torch.Generator().manual_seed(0), max_objects=k)
     assert torch.isfinite(out.log_weights).all()
     assert out.num_present.max() <= k
+
+
+def test_conv_image_encoder_trains_and_the_mlp_keeps_its_parameter_names():
+    """`disc_image_encoder: conv` builds, every conv weight gets a gradient; `mlp` (the reference)
+    keeps the names older checkpoints were saved with."""
+    model = make_model(dataclasses.replace(TINY, disc_image_encoder="conv"))
+    out = model(batch(), particles=2, generator=torch.Generator().manual_seed(1))
+    out.loss.backward()
+    convs = {n: p for n, p in model.named_parameters() if n.startswith("discovery.image_encoder.convs")}
+    assert convs and all(p.grad is not None and p.grad.abs().sum() > 0 for p in convs.values())
+    names = {n for n, _ in make_model().named_parameters() if n.startswith("discovery.image_encoder")}
+    assert names == {f"discovery.image_encoder.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")}

@@ -237,7 +237,7 @@ def plain_discovery_forward(self, image, img, cond, allowed, slots, noise: SlotN
     """3067613's AIR loop; the image is encoded here, per particle, ignoring the hoisted `img`."""
     n = image.shape[0]
     nlp = plain_normal_log_prob
-    img = self.image_encoder(image.flatten(1))
+    img = self.image_encoder(image)
     h = self.core_init.expand(n, -1)
     what, where, pres = image.new_zeros(n, self.z_what), image.new_zeros(n, 4), image.new_ones(n)
     out_what, out_where, out_pres, out_lq = [], [], [], []
@@ -525,7 +525,7 @@ def test_discovery_matches_slot_by_slot_reference(float64):
     leaves = [image, cond, *disc.parameters()]
 
     def step():
-        img = disc.image_encoder(image.flatten(1))
+        img = disc.image_encoder(image)
         return disc(image, img, cond, allowed, k, noise)
 
     counts = step()[2].sum(1)
@@ -765,3 +765,20 @@ def test_bench_cli_prints_and_writes_op_calls_flop_and_utilisation(tmp_path, mon
     assert row["compile_seconds"] is None  # not compiled
     table_row = next(line for line in printed.splitlines() if line.startswith("| sqair"))
     assert str(row["op_calls_per_step"]) in table_row
+
+
+def test_unfuse_bias_addmm_pass_rewrites_addmm_and_keeps_the_values():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from rsqair_bench.models.compile_passes import UnfuseBiasAddmm
+
+    g = torch.Generator().manual_seed(0)
+    bias, a, w = torch.randn(3, generator=g), torch.randn(4, 6, generator=g), torch.randn(6, 3, generator=g)
+    gm = make_fx(lambda b, x, y: torch.tanh(torch.addmm(b, x, y)) + torch.addmm(b, x, y, beta=2.0))(bias, a, w)
+    UnfuseBiasAddmm()(gm.graph)
+    gm.recompile()
+    targets = [node.target for node in gm.graph.nodes]
+    assert targets.count(torch.ops.aten.addmm.default) == 1  # beta = 2 is left alone
+    assert targets.count(torch.ops.aten.mm.default) == 1
+    torch.testing.assert_close(gm(bias, a, w), torch.tanh(a @ w + bias) + (a @ w + 2 * bias))
+    assert UnfuseBiasAddmm().uuid() == UnfuseBiasAddmm().uuid()  # a stable key for inductor's cache

@@ -82,6 +82,7 @@ def test_base_suite_is_valid(tmp_path: Path) -> None:
         ({"data__balls4__balls": "5"}, "data.balls4.balls: expected '4' or '6-8'"),
         ({"extra": 1}, "unknown key 'extra'"),
         ({"model_config": {"where_scale_max": 1.5}}, "model_config.where_scale_max: expected in (0, 1], found 1.5"),
+        ({"model_config": {"disc_image_encoder": "cnn"}}, "model_config.disc_image_encoder: expected 'mlp' or 'conv'"),
     ],
 )
 def test_bad_suite_is_one_line_with_key_path(tmp_path: Path, changes: dict, expected: str) -> None:

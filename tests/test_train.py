@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rsqair_bench import checkpoint as ckpt
 from rsqair_bench import cli, train
 from rsqair_bench.checkpoint import load_checkpoint
 from rsqair_bench.config import TrainConfig, dump_yaml
@@ -293,3 +294,24 @@ def test_with_the_real_loader(data: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="short.h5"):
         train_job(tiny_job(short), tmp_path / "out", progress=False, model_factory=fake_factory())
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_from_before_a_new_model_config_field_resumes(data: Path, tmp_path: Path) -> None:
+    """A switch added to ModelConfig after a checkpoint was written must not orphan it while the job
+    leaves the switch at its default; a changed known field is still refused."""
+    job = tiny_job(data, max_iterations=6, checkpoint_every=100)
+    latest = tmp_path / "checkpoint.pt"
+
+    def write_as_before_the_field(latest: Path) -> None:
+        state = load_checkpoint(latest)
+        state["model_config"].pop("disc_image_encoder")  # as written before the field existed
+        state["model_config_hash"] = ckpt.config_hash(state["model_config"])
+        ckpt.save_checkpoint(latest, state)
+
+    assert run(job, tmp_path, max_steps=2).iterations == 2
+    write_as_before_the_field(latest)
+    assert run(job, tmp_path, max_steps=2).iterations == 4  # resumed at 2, two more steps
+    write_as_before_the_field(latest)
+    conv = dataclasses.replace(job, model_config=dataclasses.replace(job.model_config, disc_image_encoder="conv"))
+    with pytest.raises(CheckpointError, match="model_config changed"):
+        run(conv, tmp_path)

@@ -7,9 +7,11 @@ This file imports `rsqair_bench` from the tree it is given, so one script times 
     for tree in /tmp/old . /tmp/old .; do python tools/step_time.py $tree --setting cpu; done
 
 Settings (issue 10): `cpu` = hidden 64, glimpse 10, batch 16; `paper` = hidden 256, glimpse 20, batch 32;
-both 5 particles, 10 frames, 4 slots, Adam, 1 thread unless --threads. Prints one JSON line: median and
-min seconds per step over --steps timed steps (after 2 warm-up steps; the first one, compilation included
-with --compile, is reported as first_step_s) and profiler events in one step.
+both 5 particles, 10 frames, 4 slots, Adam, 1 thread unless --threads. With --compile, a tree that
+has `train.optimizer_update` compiles the optimizer update as training does; older trees update eagerly.
+Prints one JSON line: median and min seconds per step over --steps timed steps (after 2 warm-up steps;
+the first one, compilation included with --compile, is reported as first_step_s) and profiler events
+in one step.
 Alternate the trees in one session and compare ratios: the machine's load changes absolute times.
 """
 
@@ -47,6 +49,15 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(args.model, config)
     optimizer = torch.optim.Adam(model.parameters(), 3e-4)
+    update = optimizer.step
+    try:  # trees with a compiled optimizer update use it with --compile, as training does
+        from rsqair_bench.config import TrainConfig
+        from rsqair_bench.train import build_optimizer, optimizer_update
+    except ImportError:
+        pass
+    else:
+        optimizer = build_optimizer(model, TrainConfig(optimizer="adam", learning_rate=3e-4), args.compile)
+        update = optimizer_update(optimizer, args.compile)
     generator = torch.Generator().manual_seed(0)
     x = (torch.rand(batch, 10, 1, 50, 50, generator=generator) > 0.92).float()
 
@@ -54,7 +65,7 @@ def main() -> None:
         out = model(x, 5, generator)
         optimizer.zero_grad()
         out.loss.backward()
-        optimizer.step()
+        update()
 
     start = time.perf_counter()
     step()

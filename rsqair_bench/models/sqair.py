@@ -35,6 +35,8 @@ from rsqair_bench.models.air import (
     sample_normal,
     stable_present_first,
 )
+from rsqair_bench.models.compile_passes import UnfuseBiasAddmm
+from rsqair_bench.models.image_encoder import image_encoder
 from rsqair_bench.models.objective import sqair_loss
 from rsqair_bench.models.priors import DiscoveryPrior, PropagationPrior, PropPriorOutput
 from rsqair_bench.models.relation import Relation, State
@@ -228,7 +230,7 @@ class Discovery(nn.Module):
         hiddens = [h] * cfg.n_layers
         self.encoder = encoder
         self.z_what = dw
-        self.image_encoder = mlp(cfg.image_size ** 2, hiddens)
+        self.image_encoder = image_encoder(cfg.disc_image_encoder, cfg.image_size, hiddens)
         self.summary = mlp(dw + 4, hiddens)  # conditioning on propagated objects
         self.core = nn.RNNCell(h + h + dw + 4 + 1, h)
         self.core_init = nn.Parameter(torch.zeros(h))
@@ -314,12 +316,14 @@ def maybe_compile(fn, enabled: bool):
     with static shapes; a second row count N (a smaller last batch) compiles once more with N symbolic,
     and that graph serves every later N.
     On CUDA, mode "reduce-overhead" adds CUDA graphs, which remove the per-kernel launch cost that
-    dominates this model's small operations.
+    dominates this model's small operations. On CPU, `UnfuseBiasAddmm` keeps each layer's bias add out
+    of the matmul call (a fifth fewer profiler events per step; models/compile_passes.py says why).
     """
     if not enabled:
         return fn
-    mode = "reduce-overhead" if torch.cuda.is_available() else "default"
-    return torch.compile(fn, dynamic=None, mode=mode)
+    if torch.cuda.is_available():
+        return torch.compile(fn, dynamic=None, mode="reduce-overhead")
+    return torch.compile(fn, dynamic=None, options={"post_grad_custom_post_pass": UnfuseBiasAddmm()})
 
 
 class SQAIR(nn.Module):
@@ -414,7 +418,7 @@ class SQAIR(nn.Module):
         xs = x.transpose(0, 1).repeat_interleave(particles, dim=1)  # [T, N, 1, H, W]
         n = xs.shape[1]
         # The discovery image encoding depends on the frame only: once per sequence and frame, not per particle.
-        encoded = self.discovery.image_encoder(x.flatten(2)).transpose(0, 1)  # [T, B, H]
+        encoded = self.discovery.image_encoder(x).transpose(0, 1)  # [T, B, H]
         encoded = encoded.repeat_interleave(particles, dim=1)  # [T, N, H]
         objects = self._initial_objects(n, k, x.device)
         fresh = self._initial_objects(n, k, x.device)  # templates for newly discovered objects
