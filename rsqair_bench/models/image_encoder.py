@@ -1,9 +1,10 @@
 """Discovery's whole-image encoder: the reference's MLP on raw pixels, or a small CNN (ours).
 
-Why a CNN is offered (docs/sqair.md, "Switches"): at CPU scale, discovery's boxes in the first frame
-land a median 8-9 px from the nearest ball (a ball has a 4 px radius), and every later ghost object
-was born such a ghost; the MLP has to learn a separate ball detector for every image position.
-Convolutions share one detector across positions; a dense readout keeps where the balls are.
+Why a CNN is offered: at CPU scale, discovery's boxes in the first frame land a median 8-10 px from
+the nearest ball (a ball has a 4 px radius), and almost every later ghost object was born such a
+ghost; the MLP has to learn a separate ball detector for every image position. Convolutions share
+one detector across positions; a dense readout keeps where the balls are. Tried, not adopted: it did
+not raise coverage (docs/sqair.md, "Switches").
 """
 
 from __future__ import annotations
