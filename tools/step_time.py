@@ -48,13 +48,12 @@ def main() -> None:
     batch = 32 if paper else 16
     torch.manual_seed(0)
     model = build_model(args.model, config)
-    optimizer = torch.optim.Adam(model.parameters(), 3e-4)
-    update = optimizer.step
     try:  # trees with a compiled optimizer update use it with --compile, as training does
         from rsqair_bench.config import TrainConfig
         from rsqair_bench.train import build_optimizer, optimizer_update
     except ImportError:
-        pass
+        optimizer = torch.optim.Adam(model.parameters(), 3e-4)
+        update = optimizer.step
     else:
         optimizer = build_optimizer(model, TrainConfig(optimizer="adam", learning_rate=3e-4), args.compile)
         update = optimizer_update(optimizer, args.compile)
