@@ -45,6 +45,8 @@ class ModelConfig:
     prop_prior: Literal["rnn", "residual", "velocity"] = "rnn"  # sqair ref: 'rnn' (absolute); residual: ours, docs/sqair.md
     prop_prior_scale_bias: float | None = None  # None: sqair ref (zero bias, std 0.70); docs/sqair.md
     disc_image_encoder: Literal["mlp", "conv"] = "mlp"  # sqair ref: MLP on the image; conv: ours, docs/sqair.md
+    disc_input: Literal["image", "residual"] = "image"  # sqair ref: the image; residual: minus what is explained (ours)
+    disc_where_refine: bool = False  # sqair ref: box from the image code alone; True: a glimpse at it corrects it (ours)
     vimco: Literal["vimco", "sqair_tf"] = "vimco"  # VIMCO learning signal; sqair_tf = sqair ref targets.py
     compile: bool = False  # ours: torch.compile each posterior frame and the optimizer update (CUDA: with CUDA graphs)
     relation_options: dict[str, Any] = field(default_factory=dict)  # kwargs for the relation's constructor
@@ -307,6 +309,32 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def dump_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def first_changed_setting(saved: Any, config: Any, prefix: str = "") -> str | None:
+    """The first key path where `saved` (a config written by `dump_yaml`, read back as plain YAML)
+    differs from the dataclass `config`, or None when they agree.
+
+    A field `saved` lacks counts as unchanged when `config` leaves it at its default: files written
+    before a switch existed were produced with the default behaviour (as in checkpoint.same_model_config)."""
+    if not isinstance(saved, dict):
+        return prefix.rstrip(".") or "(top level)"
+    names = set()
+    for f in dataclasses.fields(config):
+        names.add(f.name)
+        key, value = prefix + f.name, getattr(config, f.name)
+        if f.name not in saved:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if value != default:
+                return key
+        elif dataclasses.is_dataclass(value):
+            changed = first_changed_setting(saved[f.name], value, key + ".")
+            if changed:
+                return changed
+        elif yaml.safe_load(yaml.safe_dump(dataclasses.asdict(config)[f.name])) != saved[f.name]:
+            return key
+    extra = sorted(set(saved) - names)
+    return prefix + str(extra[0]) if extra else None
 
 
 # ----------------------------------------------------------------------------- ranges

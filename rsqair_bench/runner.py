@@ -31,7 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rsqair_bench.config import DataSetConfig, EvalConfig, EvalSplit, JobConfig, SuiteConfig, dump_yaml, load_config
+from rsqair_bench.config import (
+    DataSetConfig,
+    EvalConfig,
+    EvalSplit,
+    JobConfig,
+    SuiteConfig,
+    dump_yaml,
+    first_changed_setting,
+    load_config,
+    load_yaml,
+)
 from rsqair_bench.errors import ConfigError
 from rsqair_bench.io import atomic_write_text
 from rsqair_bench.job_status import mark_phase
@@ -383,6 +393,28 @@ def _default_prepare(ds: DataSetConfig) -> Path:
     return ensure_dataset(ds, progress=progress_enabled())
 
 
+def _refuse_stale_done_jobs(jobs: list[Job], results_dir: Path) -> None:
+    """Refuse to reuse a finished job whose training settings the suite has changed since.
+
+    Why: a rerun skips DONE jobs, so after an edit (a new switch, another lr) the report would show
+    the old run's numbers under the new settings, silently. Only training settings are compared
+    (the job's config.yaml); a job directory without one (older runners) is trusted."""
+    stale = []
+    for job in jobs:
+        saved_path = job.directory / "config.yaml"
+        if not (job.directory / "DONE").exists() or not saved_path.exists():
+            continue
+        key = first_changed_setting(load_yaml(saved_path), job.config)
+        if key is not None:
+            stale.append(f"{job.name} ({key})")
+    if stale:
+        raise ConfigError(
+            f"{results_dir}: {len(stale)} finished job(s) ran with other settings than the suite now sets: "
+            f"{', '.join(stale)}. Their results would be reported under the new settings. To rerun them, move "
+            f"{results_dir} aside or delete those job directories; to keep them, undo the change."
+        )
+
+
 def run_suite(
     suite: SuiteConfig,
     *,
@@ -418,6 +450,7 @@ def run_suite(
             import ray  # noqa: F401 - fail before generating data
         except ImportError:
             raise ConfigError(RAY_MISSING) from None
+    _refuse_stale_done_jobs(jobs, results_dir)
     for name in _data_sets_used(suite):
         (prepare_data or _default_prepare)(suite.data[name])
 

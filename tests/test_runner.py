@@ -194,6 +194,29 @@ def test_failing_job_does_not_stop_others_and_rerun_retries_only_it(tmp_path: Pa
     _assert_complete_once(suite, before)
 
 
+def test_finished_job_with_changed_settings_is_refused_not_silently_reused(tmp_path: Path) -> None:
+    """A rerun after a settings edit names the finished jobs and the changed key, and runs nothing;
+    a config.yaml written before a field existed still counts as the same job."""
+    path, suite = _suite(tmp_path, seeds=[0, 1])
+    assert _run(suite)[0].exit_code == 0
+    saved = _job_dir(suite, 0) / "config.yaml"
+    doc = yaml.safe_load(saved.read_text())
+    del doc["model_config"]["disc_input"]  # as written before the switch existed (default: image)
+    saved.write_text(yaml.safe_dump(doc))
+    summary, _ = _run(suite)
+    assert summary.count("skipped") == 2
+
+    edited = yaml.safe_load(path.read_text())
+    edited["train"]["learning_rate"] = 1e-3
+    path.write_text(yaml.safe_dump(edited))
+    changed = validate_suite(load_config(SuiteConfig, path), path)
+    before = _calls(changed)
+    with pytest.raises(ConfigError, match=r"2 finished job\(s\).*sqair/seed0 \(train.learning_rate\), "
+                                          r"sqair/seed1 \(train.learning_rate\)"):
+        _run(changed)
+    assert _calls(changed) == before
+
+
 def test_locked_job_is_skipped_and_reported(tmp_path: Path) -> None:
     _, suite = _suite(tmp_path, seeds=[0, 1])
     d0 = _job_dir(suite, 0)

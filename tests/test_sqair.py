@@ -143,3 +143,48 @@ def test_conv_image_encoder_trains_and_the_mlp_keeps_its_parameter_names():
     assert convs and all(p.grad is not None and p.grad.abs().sum() > 0 for p in convs.values())
     names = {n for n, _ in make_model().named_parameters() if n.startswith("discovery.image_encoder")}
     assert names == {f"discovery.image_encoder.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")}
+
+
+def test_residual_discovery_encodes_what_is_still_unexplained():
+    """`disc_input: residual`: discovery's first step encodes the frame itself, the second the frame
+    minus the object the first step found (rendered by the model's own decoder), and every parameter
+    still trains."""
+    model = make_model(dataclasses.replace(TINY, disc_input="residual"))
+    seen: list[torch.Tensor] = []
+    model.discovery.image_encoder.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    x = batch(b=2, t=1)
+    trace = model._run(x, 1, torch.Generator().manual_seed(2), TINY.max_objects)
+    assert len(seen) == TINY.max_objects  # once per discovery step, not once per frame
+    torch.testing.assert_close(seen[0], x[:, 0])
+    first = model.decoder.objects(trace.what[:, 0, :1], trace.where[:, 0, :1], trace.pres[:, 0, :1])
+    assert trace.pres[:, 0, 0].sum() > 0 and first.abs().sum() > 0  # the case is not vacuous
+    torch.testing.assert_close(seen[1], x[:, 0] - first)
+    out = model(batch(), particles=2, generator=torch.Generator().manual_seed(1))
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_discovery_where_refinement_starts_as_the_reference_and_moves_the_box():
+    """`disc_where_refine`: untrained, the glimpse-based correction is zero (the reference's box);
+    its output shifts the first discovered box by exactly its value, and the loss trains it."""
+    model = make_model(dataclasses.replace(TINY, disc_where_refine=True))
+    x = batch(b=2, t=1)
+
+    def first_box() -> torch.Tensor:  # frame 1, slot 0: discovery's first step, same noise every call
+        trace = model._run(x, 1, torch.Generator().manual_seed(3), TINY.max_objects)
+        present = trace.pres[:, 0, 0] > 0  # merged slot 0 is discovery's first step when that is present
+        assert present.any()
+        return trace.where[present, 0, 0]
+
+    refine, model.discovery.refine = model.discovery.refine, None
+    reference = first_box()
+    model.discovery.refine = refine
+    torch.testing.assert_close(first_box(), reference)
+    shift = torch.tensor([0.0, 0.0, 0.3, -0.2])
+    with torch.no_grad():
+        refine[-1].bias.copy_(shift)
+    torch.testing.assert_close(first_box(), reference + shift)
+    out = model(batch(), particles=2, generator=torch.Generator().manual_seed(1))
+    out.loss.backward()
+    assert refine[-1].weight.grad.abs().sum() > 0

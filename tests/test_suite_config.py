@@ -83,6 +83,7 @@ def test_base_suite_is_valid(tmp_path: Path) -> None:
         ({"extra": 1}, "unknown key 'extra'"),
         ({"model_config": {"where_scale_max": 1.5}}, "model_config.where_scale_max: expected in (0, 1], found 1.5"),
         ({"model_config": {"disc_image_encoder": "cnn"}}, "model_config.disc_image_encoder: expected 'mlp' or 'conv'"),
+        ({"model_config": {"disc_input": "diff"}}, "model_config.disc_input: expected 'image' or 'residual'"),
     ],
 )
 def test_bad_suite_is_one_line_with_key_path(tmp_path: Path, changes: dict, expected: str) -> None:

@@ -7,7 +7,8 @@ This file imports `rsqair_bench` from the tree it is given, so one script times 
     for tree in /tmp/old . /tmp/old .; do python tools/step_time.py $tree --setting cpu; done
 
 Settings (issue 10): `cpu` = hidden 64, glimpse 10, batch 16; `paper` = hidden 256, glimpse 20, batch 32;
-both 5 particles, 10 frames, 4 slots, Adam, 1 thread unless --threads. With --compile, a tree that
+both 5 particles, 10 frames, 4 slots, Adam, 1 thread unless --threads; --set changes a string field of
+model_config (e.g. disc_input=residual). With --compile, a tree that
 has `train.optimizer_update` compiles the optimizer update as training does; older trees update eagerly.
 Prints one JSON line: median and min seconds per step over --steps timed steps (after 2 warm-up steps;
 the first one, compilation included with --compile, is reported as first_step_s) and profiler events
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--compile", action="store_true",
                         help="model_config.compile (a tree that predates the switch fails on the unknown field)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a string model_config field, e.g. --set disc_input=residual (repeatable)")
     args = parser.parse_args()
     sys.path.insert(0, args.tree)
     import torch
@@ -43,7 +46,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_plugins([])
     paper = args.setting == "paper"
-    options = {"compile": True} if args.compile else {}
+    options: dict[str, object] = {"compile": True} if args.compile else {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, found {item!r}")
+        options[key] = value
     config = ModelConfig(**options) if paper else ModelConfig(n_hidden=64, glimpse_size=10, **options)
     batch = 32 if paper else 16
     torch.manual_seed(0)
@@ -80,6 +88,7 @@ def main() -> None:
     events = sum(e.count for e in prof.key_averages())
     seconds.sort()
     print(json.dumps({"tree": args.tree, "setting": args.setting, "model": args.model, "compile": args.compile,
+                      "set": args.set,
                       "first_step_s": first, "median_s": seconds[len(seconds) // 2], "min_s": seconds[0],
                       "profiler_events": events}))
 

@@ -168,12 +168,20 @@ class GlimpseDecoder(nn.Module):
 
     def forward(self, what: Tensor, where_raw: Tensor, pres: Tensor) -> Tensor:
         # what [N, K, Dw], where_raw [N, K, 4], pres [N, K] -> canvas [N, 1, H, W]
+        objects, footprint = self._render(what, where_raw, pres)
+        soft_mask = torch.sigmoid(-10.0 + 20.0 * footprint)
+        return objects + self.mean_image * soft_mask
+
+    def objects(self, what: Tensor, where_raw: Tensor, pres: Tensor) -> Tensor:
+        """The objects alone, without the mean image: what discovery subtracts under
+        `disc_input: residual` (what the objects found so far already explain)."""
+        return self._render(what, where_raw, pres)[0]
+
+    def _render(self, what: Tensor, where_raw: Tensor, pres: Tensor) -> tuple[Tensor, Tensor]:
         n, k = pres.shape
         g, size = self.glimpse_size, (self.image_size, self.image_size)
         glimpses = self.net(what).view(n, k, g, g) * self.output_scale
-        objects, footprint = render_sum(glimpses, transform_where(where_raw, self.scale_max), pres, size)  # [N, 1, H, W] each
-        soft_mask = torch.sigmoid(-10.0 + 20.0 * footprint)
-        return objects + self.mean_image * soft_mask
+        return render_sum(glimpses, transform_where(where_raw, self.scale_max), pres, size)  # [N, 1, H, W] each
 
 
 def stable_present_first(pres: Tensor, keep: int) -> Tensor:
