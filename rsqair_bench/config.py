@@ -319,6 +319,7 @@ def first_changed_setting(saved: Any, config: Any, prefix: str = "") -> str | No
     before a switch existed were produced with the default behaviour (as in checkpoint.same_model_config)."""
     if not isinstance(saved, dict):
         return prefix.rstrip(".") or "(top level)"
+    plain = yaml.safe_load(dump_yaml(config))  # the types a dump reads back as (tuples -> lists, ...)
     names = set()
     for f in dataclasses.fields(config):
         names.add(f.name)
@@ -331,7 +332,7 @@ def first_changed_setting(saved: Any, config: Any, prefix: str = "") -> str | No
             changed = first_changed_setting(saved[f.name], value, key + ".")
             if changed:
                 return changed
-        elif yaml.safe_load(yaml.safe_dump(dataclasses.asdict(config)[f.name])) != saved[f.name]:
+        elif plain[f.name] != saved[f.name]:
             return key
     extra = sorted(set(saved) - names)
     return prefix + str(extra[0]) if extra else None

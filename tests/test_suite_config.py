@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
 from rsqair_bench.cli import main
-from rsqair_bench.config import SuiteConfig, load_config
+from rsqair_bench.config import JobConfig, SuiteConfig, dump_yaml, first_changed_setting, load_config
 from rsqair_bench.errors import ConfigError
 from rsqair_bench.suite import expand_jobs, validate_suite
 
@@ -129,3 +130,18 @@ def test_cli_prints_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["validate", str(path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"error: {path}: seeds[1]: duplicated seed 0"
+
+
+def test_first_changed_setting_names_the_key_and_allows_fields_a_file_predates() -> None:
+    job = JobConfig(model="sqair", seed=0, train_data="b4.h5")
+    saved = yaml.safe_load(dump_yaml(job))
+    assert first_changed_setting(saved, job) is None
+    del saved["model_config"]["disc_input"]  # written before the field existed; the job keeps the default
+    assert first_changed_setting(saved, job) is None
+    residual = dataclasses.replace(job, model_config=dataclasses.replace(job.model_config, disc_input="residual"))
+    assert first_changed_setting(saved, residual) == "model_config.disc_input"
+    saved["train"]["batch_size"] = 7
+    assert first_changed_setting(saved, job) == "train.batch_size"
+    saved["train"]["batch_size"] = job.train.batch_size
+    saved["removed_switch"] = 1
+    assert first_changed_setting(saved, job) == "removed_switch"
