@@ -233,8 +233,10 @@ def plain_propagation_forward(self, image, prev: Objects, gamma, prior: PropPrio
     return dataclasses.replace(prev, **fields), StepTerms(log_q, log_p, log_q_discrete)  # relation: prev's
 
 
-def plain_discovery_forward(self, image, img, cond, allowed, slots, noise: SlotNoise):
-    """3067613's AIR loop; the image is encoded here, per particle, ignoring the hoisted `img`."""
+def plain_discovery_forward(self, image, img, cond, allowed, slots, noise: SlotNoise, residual=None):
+    """3067613's AIR loop; the image is encoded here, per particle, ignoring the hoisted `img`.
+    The reference's discovery input only (`disc_input: image`)."""
+    assert residual is None
     n = image.shape[0]
     nlp = plain_normal_log_prob
     img = self.image_encoder(image)
