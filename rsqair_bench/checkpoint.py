@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from rsqair_bench.config import to_dict
+from rsqair_bench.config import first_changed_setting, to_dict
 from rsqair_bench.errors import CheckpointError, OutputError
 from rsqair_bench.io import atomic_write
 
@@ -108,17 +108,11 @@ def same_model_config(state: dict[str, Any], model_config: Any) -> bool:
     Why: every new `ModelConfig` switch changes the hash of every config, so a run interrupted before
     an update could not resume after it although its model is the same. A field the checkpoint does
     not know counts as the same when the job leaves it at its default (the behaviour the checkpoint
-    was trained with); the fields it does know must hash to what it saved."""
-    current = to_dict(model_config)
-    if state.get("model_config_hash") == config_hash(current):
+    was trained with): `config.first_changed_setting`, the rule `run` applies to finished jobs."""
+    if state.get("model_config_hash") == config_hash(model_config):
         return True
     saved = state.get("model_config")
-    if not isinstance(saved, dict) or not set(saved) <= set(current):
-        return False
-    defaults = to_dict(type(model_config)())
-    if any(current[key] != defaults[key] for key in set(current) - set(saved)):
-        return False
-    return state.get("model_config_hash") == config_hash({key: current[key] for key in saved})
+    return isinstance(saved, dict) and first_changed_setting(saved, model_config) is None
 
 
 def check_compatible(

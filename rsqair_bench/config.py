@@ -316,7 +316,8 @@ def first_changed_setting(saved: Any, config: Any, prefix: str = "") -> str | No
     differs from the dataclass `config`, or None when they agree.
 
     A field `saved` lacks counts as unchanged when `config` leaves it at its default: files written
-    before a switch existed were produced with the default behaviour (as in checkpoint.same_model_config)."""
+    before a switch existed were produced with the default behaviour. Used for finished jobs (`run`)
+    and for checkpoints (`checkpoint.same_model_config`)."""
     if not isinstance(saved, dict):
         return prefix.rstrip(".") or "(top level)"
     plain = yaml.safe_load(dump_yaml(config))  # the types a dump reads back as (tuples -> lists, ...)

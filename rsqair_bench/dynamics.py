@@ -141,8 +141,8 @@ class MatchingScorer:
             "radius_px": MATCH_RADIUS_PX,
             "error_cap_px": ERROR_CAP_PX,
             "inferred": self.inferred.summary() | {"by_frame": [
-                {"frame": t + 1} | {key: frame.summary()[key] for key in ("coverage", "duplicates", "strays")}
-                for t, frame in enumerate(self.by_frame)]},
+                {"frame": t + 1} | {key: summary[key] for key in ("coverage", "duplicates", "strays")}
+                for t, summary in enumerate(frame.summary() for frame in self.by_frame)]},
             "sampled": {
                 "centre_error_px": {
                     "mean": float(np.mean(known)) if known else None,
