@@ -47,6 +47,7 @@ class ModelConfig:
     disc_image_encoder: Literal["mlp", "conv"] = "mlp"  # sqair ref: MLP on the image; conv: ours, docs/sqair.md
     disc_input: Literal["image", "residual"] = "image"  # sqair ref: the image; residual: minus what is explained (ours)
     disc_where_refine: bool = False  # sqair ref: box from the image code alone; True: a glimpse at it corrects it (ours)
+    disc_box_centre: Literal["head", "residual_peak"] = "head"  # sqair ref: head; residual_peak: ours, docs/sqair.md
     vimco: Literal["vimco", "sqair_tf"] = "vimco"  # VIMCO learning signal; sqair_tf = sqair ref targets.py
     compile: bool = False  # ours: torch.compile each posterior frame and the optimizer update (CUDA: with CUDA graphs)
     relation_options: dict[str, Any] = field(default_factory=dict)  # kwargs for the relation's constructor
@@ -363,6 +364,8 @@ def check_model_config(cfg: ModelConfig, where: str = "") -> None:
         ("output_std", cfg.output_std > 0, "> 0"),
         ("where_prior_std", cfg.where_prior_std > 0, "> 0"),
         ("where_scale_max", 0 < cfg.where_scale_max <= 1, "in (0, 1]"),
+        ("disc_box_centre", cfg.disc_box_centre == "head" or cfg.disc_input == "residual",
+         "'head' unless disc_input is 'residual' (the peak is searched in the residual)"),
         ("image_size", 1 <= cfg.image_size <= 4096, "between 1 and 4096 (pixels)"),
     ])
 

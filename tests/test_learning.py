@@ -1,6 +1,7 @@
 """It must learn: a small SQAIR trained through the real pipeline (generated data, train_job,
 evaluate_checkpoint) improves its IWAE bound and puts objects on balls; and, with the learning
-suite's switches, its prior predicts the next frame better than copying the last one.
+suite's switches, it covers the balls and its prior predicts the next frame better than copying the
+last one.
 
 Scale of the first check (CPU, minutes): 1-3 balls, 3-frame windows, n_hidden 64, 10x10 glimpses,
 Adam, 1,200 iterations. It used to assert count accuracy above the majority answer; measured on
@@ -61,25 +62,31 @@ def test_sqair_improves_its_bound_and_finds_the_balls(tmp_path: Path) -> None:
     assert coverage > MIN_COVERAGE, f"coverage {coverage:.3f}; bounds {bounds}"
 
 
-DYNAMICS_ITERATIONS = 1750  # ~11 minutes on one idle core; a fixed count keeps the check deterministic
+DYNAMICS_ITERATIONS = 1000  # a fixed count keeps the check deterministic (eager, one thread)
+MIN_DYNAMICS_COVERAGE = 0.9  # the learned-dynamics issue asks 0.95 of the learning suite; this run: 0.960
+MAX_DYNAMICS_DUPLICATES = 0.05  # the issue's target; this run: 0.011
 
 
 @pytest.mark.slow
 def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path) -> None:
     """The learned-dynamics check: 4 balls, the learning suite's switches (velocity prior, small
-    initial prior std, VIMCO, clipping), 1,750 iterations (curriculum 3 -> 10 frames by 1,400). The
-    frame sampled from the propagation prior must score better than copying the last observed
-    frame, on the same frames, and so must the prior's centre error on the balls the model tracks
-    (`matching.sampled.tracked`; the capped error over all balls also charges missed balls, see
-    docs/metrics.md). Same data, job and evaluation as run D in docs/sqair.md ("Switches"), where this
-    scored +103.7 nats against copy-last's -114.7; training is deterministic per seed on CPU."""
+    initial prior std, VIMCO, clipping, residual discovery with first-frame boxes on the residual's
+    peak), eager, 1,000 iterations (curriculum 3 -> 10 frames by 980). The frame sampled from the
+    propagation prior must score better than copying the last observed frame, on the same frames,
+    and so must the prior's centre error on the balls the model tracks (`matching.sampled.tracked`;
+    the capped error over all balls also charges missed balls, see docs/metrics.md); the inferred
+    frames must cover the balls without duplicates. Data and evaluation as in docs/sqair.md; the run
+    scored +151.3 nats against copy-last's -114.7, tracked prior error 2.83 px against 3.03, coverage
+    0.960, duplicates 0.011 (13 minutes with two more training processes on the 2 cores; training is
+    deterministic per seed on CPU)."""
     data = generate_file(tmp_path / "balls4.h5", "4", {"training": 4000, "validation": 100, "test": 100},
                          frames=12, size=64, seed=0, progress=False)
     job = JobConfig(
         model="sqair", seed=0, train_data=str(data), device="cpu",
-        model_config=ModelConfig(n_hidden=64, glimpse_size=10, prop_prior="velocity", prop_prior_scale_bias=-3.0),
+        model_config=ModelConfig(n_hidden=64, glimpse_size=10, prop_prior="velocity", prop_prior_scale_bias=-3.0,
+                                 disc_input="residual", disc_box_centre="residual_peak"),
         train=TrainConfig(optimizer="adam", learning_rate=3e-4, batch_size=16, max_iterations=DYNAMICS_ITERATIONS,
-                          lr_decay_at=[], curriculum_every=200, grad_clip=10.0, validate_every=250,
+                          lr_decay_at=[], curriculum_every=140, grad_clip=10.0, validate_every=250,
                           validation_sequences=50, checkpoint_every=250, log_every=50, early_stop_patience=100,
                           torch_threads=1),
     )
@@ -99,3 +106,6 @@ def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path)
     tracked = sampled["tracked"]
     assert tracked["tracked_fraction"] > 0.5, f"the model tracks too few balls to judge its prior: {tracked}"
     assert tracked["prior_error_px"] < tracked["copy_last_error_px"], f"prior no better than copy-last: {tracked}"
+    inferred = metrics["matching"]["inferred"]
+    assert inferred["coverage"] >= MIN_DYNAMICS_COVERAGE, f"coverage {inferred['coverage']:.3f}"
+    assert inferred["duplicates"] <= MAX_DYNAMICS_DUPLICATES, f"duplicates {inferred['duplicates']:.3f}"

@@ -9,7 +9,8 @@ import torch
 
 from rsqair_bench.config import ModelConfig
 from rsqair_bench.models.relation import Relation
-from rsqair_bench.models.sqair import SQAIR, Objects, SlotNoise, object_latent_dim
+from rsqair_bench.models.sqair import SQAIR, Objects, Residual, SlotNoise, object_latent_dim
+from rsqair_bench.models.stn import transform_where
 
 TINY = ModelConfig(max_objects=3, z_what=4, glimpse_size=8, n_hidden=32, image_size=50)
 
@@ -188,3 +189,37 @@ def test_discovery_where_refinement_starts_as_the_reference_and_moves_the_box():
     out = model(batch(), particles=2, generator=torch.Generator().manual_seed(1))
     out.loss.backward()
     assert refine[-1].weight.grad.abs().sum() > 0
+
+
+def _ball(centre_xy: tuple[int, int], size: int = 50, radius: float = 4.0) -> torch.Tensor:
+    """A bright disc around pixel (col, row) `centre_xy`: [1, 1, size, size]."""
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disc = ((cols - centre_xy[0]) ** 2 + (rows - centre_xy[1]) ** 2 <= radius ** 2).float()
+    return disc.view(1, 1, size, size)
+
+
+def test_residual_peak_boxes_the_brightest_unexplained_ball(monkeypatch):
+    """`disc_box_centre: residual_peak`: the proposal is the peak of what is still unexplained (a
+    ball already drawn is skipped), an untrained discovery centres its first box on that ball, and
+    only the first frame's discovery uses it."""
+    model = make_model(dataclasses.replace(TINY, disc_input="residual", disc_box_centre="residual_peak"))
+    first, second = _ball((30, 12)), _ball((8, 40))
+    empty = model._initial_objects(1, TINY.max_objects, torch.device("cpu"))
+    residual = Residual(model.decoder, empty)
+    centre = torch.tanh(residual.peak_shift(first + second))  # no object yet: either ball, not between them
+    pixel = (centre + 1) * 25 - 0.5  # normalised pixel centre -> pixel index
+    assert min((pixel - torch.tensor(b)).abs().max() for b in ([30.0, 12.0], [8.0, 40.0])) < 0.01
+    residual.explained = first  # the first ball drawn: the peak moves to the second
+    pixel = (torch.tanh(residual.peak_shift(first + second)) + 1) * 25 - 0.5
+    torch.testing.assert_close(pixel, torch.tensor([[8.0, 40.0]]))
+    trace = model._run(first.unsqueeze(1), 1, torch.Generator().manual_seed(0), TINY.max_objects)
+    box = transform_where(trace.where[0, 0, 0], TINY.where_scale_max)  # slot 0 of frame 1: the first step
+    assert trace.pres[0, 0, 0] > 0
+    # The where sample adds the posterior's noise (std ~0.05 in logits, ~0.6 px): within 2 px of the ball.
+    assert ((box[2:] + 1) * 25 - 0.5 - torch.tensor([30.0, 12.0])).abs().max() < 2.0
+    # First frame only: later frames' discovery steps use the where head alone.
+    calls: list[int] = []
+    peak_shift = Residual.peak_shift
+    monkeypatch.setattr(Residual, "peak_shift", lambda self, image: calls.append(1) or peak_shift(self, image))
+    model._run(batch(b=2, t=3), 1, torch.Generator().manual_seed(0), TINY.max_objects)
+    assert len(calls) == TINY.max_objects

@@ -233,10 +233,11 @@ def plain_propagation_forward(self, image, prev: Objects, gamma, prior: PropPrio
     return dataclasses.replace(prev, **fields), StepTerms(log_q, log_p, log_q_discrete)  # relation: prev's
 
 
-def plain_discovery_forward(self, image, img, cond, allowed, slots, noise: SlotNoise, residual=None):
+def plain_discovery_forward(self, image, img, cond, allowed, slots, noise: SlotNoise, residual=None, first=False):
     """3067613's AIR loop; the image is encoded here, per particle, ignoring the hoisted `img`.
-    The reference's discovery input only (`disc_input: image`)."""
-    assert residual is None
+    The reference's discovery input and boxes only (`disc_input: image`, `disc_box_centre: head`,
+    for which `first` changes nothing)."""
+    assert residual is None and not self.centre_at_peak
     n = image.shape[0]
     nlp = plain_normal_log_prob
     img = self.image_encoder(image)

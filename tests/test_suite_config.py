@@ -85,6 +85,8 @@ def test_base_suite_is_valid(tmp_path: Path) -> None:
         ({"model_config": {"where_scale_max": 1.5}}, "model_config.where_scale_max: expected in (0, 1], found 1.5"),
         ({"model_config": {"disc_image_encoder": "cnn"}}, "model_config.disc_image_encoder: expected 'mlp' or 'conv'"),
         ({"model_config": {"disc_input": "diff"}}, "model_config.disc_input: expected 'image' or 'residual'"),
+        ({"model_config": {"disc_box_centre": "residual_peak"}},
+         "model_config.disc_box_centre: expected 'head' unless disc_input is 'residual'"),
     ],
 )
 def test_bad_suite_is_one_line_with_key_path(tmp_path: Path, changes: dict, expected: str) -> None:
@@ -105,7 +107,7 @@ def test_expand_jobs_model_by_seed(tmp_path: Path) -> None:
     assert jobs[0].config.train is not jobs[1].config.train  # each job owns its config
 
 
-@pytest.mark.parametrize("name", ["generalization", "quick"])
+@pytest.mark.parametrize("name", ["generalization", "quick", "learn"])
 def test_shipped_suites_validate(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(ROOT / "suites" / f"{name}.yaml")]) == 0
     assert ": ok (" in capsys.readouterr().out

@@ -1,15 +1,19 @@
 """Per inferred frame: coverage of the balls by object box centres and by the centre of what each
-object draws, for one checkpoint.
+object draws, and who draws each ball, for one checkpoint.
 
 Why: `eval` locates an object by its box centre (the learned-dynamics issue asks for that). On the
-first frame, discovery's boxes are large and hold their ball near an edge, so box centres miss balls
-the model has found. This script measures how far apart the two are (docs/sqair.md, "Does it learn?").
+first frame, discovery's boxes were large and held their ball near an edge, so box centres missed
+balls the model had found; and some balls were drawn by no object at all while some objects drew
+nothing. This script measures both (docs/sqair.md, "Does it learn?").
 
     python tools/drawn_centres.py results/learn/sqair/seed0/best.pt --data data/learn/balls4.h5
 
 Objects come from `SQAIR.generate` as in `eval` (importance-resampled particles); each present
 object is rendered alone by the model's decoder and located by the centre of mass of its (clamped
-non-negative) intensity; balls are matched one to one within `matching.MATCH_RADIUS_PX`.
+non-negative) intensity; balls are matched one to one within `matching.MATCH_RADIUS_PX`. Per ball
+(its pixels from the data's `groups`): *drawn* when the objects together render at least 60% of its
+intensity, *unowned* when no single object renders 30% of it. An object is *empty* when everything it
+renders sums to less than 5 (a ball sums to about 50).
 """
 
 from __future__ import annotations
@@ -25,23 +29,47 @@ from rsqair_bench.evaluate import load_model
 from rsqair_bench.matching import MATCH_RADIUS_PX, box_centres, match_within_radius, visible_balls
 from rsqair_bench.models.stn import render_sum
 
+DRAWN_SHARE, OWNED_SHARE, EMPTY_MASS = 0.6, 0.3, 5.0
 
-def drawn_centres(model, what: torch.Tensor, where: torch.Tensor) -> np.ndarray:
-    """what [N, K, Dw], where [N, K, 4] (transformed, as in `Generation`) -> [N, K, 2] (x, y) px."""
+
+def object_images(model, what: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """Each object rendered alone, clamped non-negative: what [N, K, Dw], where [N, K, 4] (transformed,
+    as in `Generation`) -> [N, K, H, W]."""
     n, k = what.shape[:2]
     decoder, size = model.decoder, model.config.image_size
     g = decoder.glimpse_size
     glimpses = decoder.net(what).view(n, k, g, g) * decoder.output_scale
-    grid = torch.arange(size, dtype=what.dtype) + 0.5  # continuous pixel centres (stn.where_to_boxes)
-    out = np.zeros((n, k, 2))
+    images = []
     for slot in range(k):
         alone = torch.zeros(n, k, dtype=what.dtype)
         alone[:, slot] = 1.0
-        image = render_sum(glimpses, where, alone, (size, size))[0][:, 0].clamp(min=0)  # [N, H, W]
-        mass = image.sum((1, 2)).clamp(min=1e-6)
-        out[:, slot, 0] = ((image.sum(1) * grid).sum(1) / mass).numpy()
-        out[:, slot, 1] = ((image.sum(2) * grid).sum(1) / mass).numpy()
-    return out
+        images.append(render_sum(glimpses, where, alone, (size, size))[0][:, 0].clamp(min=0))  # [N, H, W]
+    return torch.stack(images, 1)
+
+
+def drawn_centres(images: torch.Tensor) -> np.ndarray:
+    """images [N, K, H, W] -> [N, K, 2] (x, y) px: each object's centre of mass."""
+    grid = torch.arange(images.shape[-1], dtype=images.dtype) + 0.5  # continuous pixel centres (stn.where_to_boxes)
+    mass = images.sum((-2, -1)).clamp(min=1e-6)
+    x = (images.sum(-2) * grid).sum(-1) / mass
+    y = (images.sum(-1) * grid).sum(-1) / mass
+    return torch.stack([x, y], -1).numpy()
+
+
+def ownership(frame: np.ndarray, groups: np.ndarray, images: np.ndarray, present: np.ndarray) -> dict[str, int]:
+    """One sequence's frame: frame and groups [H, W], images [K, H, W], present [K] bool -> counts of
+    balls, drawn balls, unowned balls, present objects and empty present objects."""
+    images = images[present]
+    canvas = images.sum(0)
+    counts = {"balls": 0, "drawn": 0, "unowned": 0, "objects": len(images),
+              "empty": int((images.sum((1, 2)) < EMPTY_MASS).sum())}
+    for ball in np.unique(groups[groups > 0]):
+        pixels = groups == ball
+        intensity = max(float(frame[pixels].sum()), 1e-6)
+        counts["balls"] += 1
+        counts["drawn"] += int(canvas[pixels].sum() >= DRAWN_SHARE * intensity)
+        counts["unowned"] += int(not (images[:, pixels].sum(1) >= OWNED_SHARE * intensity).any())
+    return counts
 
 
 def main() -> None:
@@ -71,12 +99,15 @@ def main() -> None:
                              particles=args.particles)
         boxes = box_centres(gen.boxes.numpy())
         present = gen.pres.numpy() > 0.5
-        print("frame | coverage: box centre / drawn centre | median px to the nearest ball: box / drawn")
+        print("frame | coverage: box centre / drawn centre | median px to the nearest ball: box / drawn | "
+              "balls drawn | balls unowned | empty objects | objects per sequence")
         for t in range(args.frames - 1):
-            drawn = drawn_centres(model, gen.what[:, t], gen.where[:, t])
+            images = object_images(model, gen.what[:, t], gen.where[:, t])
+            drawn = drawn_centres(images)
             found = {"box": 0, "drawn": 0}
             nearest = {"box": [], "drawn": []}
             balls_seen = 0
+            owned = dict.fromkeys(("balls", "drawn", "unowned", "objects", "empty"), 0)
             for s in range(args.sequences):
                 balls, keep = truth[s, t][visible[s, t]], present[s, t]
                 balls_seen += len(balls)
@@ -84,8 +115,12 @@ def main() -> None:
                     found[name] += len(match_within_radius(centres, balls, MATCH_RADIUS_PX)[1])
                     if len(centres) and len(balls):
                         nearest[name] += list(np.sqrt(((centres[:, None] - balls[None]) ** 2).sum(-1)).min(1))
+                for key, value in ownership(x[s, t, 0].numpy(), groups[s, t], images[s].numpy(), keep).items():
+                    owned[key] += value
             print(f"{t + 1} | {found['box'] / balls_seen:.2f} / {found['drawn'] / balls_seen:.2f} | "
-                  f"{np.median(nearest['box']):.1f} / {np.median(nearest['drawn']):.1f}")
+                  f"{np.median(nearest['box']):.1f} / {np.median(nearest['drawn']):.1f} | "
+                  f"{owned['drawn'] / owned['balls']:.2f} | {owned['unowned'] / owned['balls']:.2f} | "
+                  f"{owned['empty'] / max(owned['objects'], 1):.2f} | {owned['objects'] / args.sequences:.2f}")
 
 
 if __name__ == "__main__":
