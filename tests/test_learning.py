@@ -77,8 +77,8 @@ def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path)
     the capped error over all balls also charges missed balls, see docs/metrics.md); the inferred
     frames must cover the balls without duplicates. Data and evaluation as in docs/sqair.md; the run
     scored +151.3 nats against copy-last's -114.7, tracked prior error 2.83 px against 3.03, coverage
-    0.960, duplicates 0.011 (13 minutes with two more training processes on the 2 cores; training is
-    deterministic per seed on CPU)."""
+    0.960, duplicates 0.011 (5 min 47 s alone on the 2 cores; training is deterministic per seed on
+    CPU)."""
     data = generate_file(tmp_path / "balls4.h5", "4", {"training": 4000, "validation": 100, "test": 100},
                          frames=12, size=64, seed=0, progress=False)
     job = JobConfig(
