@@ -535,6 +535,9 @@ def _write_suite_report(suite: SuiteConfig, results_dir: Path, out: Any) -> Path
     written = write_report(results_dir, expected_seeds=len(suite.seeds), baseline=suite.baseline)
     report_dir = results_dir / "report"
     tables = ", ".join(p.name for p in written if p.parent == report_dir and p.suffix != ".pdf")
+    headline = report_dir / "table.md"  # the sampled frame's LL per model, with the reference predictors' rows
+    if headline.is_file():
+        print(headline.read_text().rstrip("\n") + "\n", file=out)
     print(f"report: tables in {report_dir} ({tables})", file=out)
     figs = report_dir / "figures"
     if figs.is_dir():

@@ -232,6 +232,7 @@ def test_locked_job_is_skipped_and_reported(tmp_path: Path) -> None:
     _assert_complete_once(suite, before)
     report = Path(suite.results) / "fake" / "report"
     assert (report / "table.md").exists() and f"tables in {report}" in out
+    assert (report / "table.md").read_text().strip() in out  # the headline table is printed, not only written
 
 
 def test_build_metrics_schema_and_hoisting(tmp_path: Path) -> None:
