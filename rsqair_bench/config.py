@@ -299,8 +299,54 @@ def load_yaml(path: str | Path) -> Any:
 
 
 def load_config(cls: type, path: str | Path) -> Any:
-    """Read a YAML file with safe_load and parse it into `cls`; errors are prefixed with the file."""
-    return parse_dataclass(cls, load_yaml(path), f"{path}:")
+    """Read a YAML file with safe_load and parse it into `cls`; errors are prefixed with the file.
+
+    A suite (`SuiteConfig`) may name a `base:` suite, read first and overridden by this file (`load_suite_mapping`)."""
+    data = load_suite_mapping(path) if cls is SuiteConfig else load_yaml(path)
+    return parse_dataclass(cls, data, f"{path}:")
+
+
+BASE_KEY = "base"  # a suite's `base: other.yaml`, a path relative to the suite file's folder
+
+
+def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`: mappings merge key by key (recursively); any other value (a list, a
+    scalar, null) replaces the base's value whole. So `seeds: [0, 1]` replaces the base's seeds, and
+    `train: {max_iterations: 10}` changes one training key and keeps the others."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_settings(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_suite_mapping(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
+    """A suite file's mapping with its `base:` chain resolved (base first, this file on top).
+
+    Why: a suite that runs another's settings at a different budget or with more seeds (study.yaml on
+    learn.yaml) shares them instead of copying them, so the two cannot drift apart. The chain may be
+    several files long; a cycle or a missing base is one line naming the file and the key."""
+    path = Path(path)
+    data = load_yaml(path)
+    if not isinstance(data, dict) or BASE_KEY not in data:
+        return data
+    data = dict(data)
+    base = data.pop(BASE_KEY)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {BASE_KEY}: expected the path of a suite YAML file, found {_found(base)}")
+    base_path = path.parent / base
+    chain = _chain + (path.resolve(),)
+    if base_path.resolve() in chain:
+        loop = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+        raise ConfigError(f"{path}: {BASE_KEY}: suites name each other in a loop ({loop}); expected a chain that ends")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: {BASE_KEY}: no such suite file {base_path} (a path relative to {path.parent})")
+    base_data = load_suite_mapping(base_path, chain)
+    if not isinstance(base_data, dict):
+        raise ConfigError(f"{path}: {BASE_KEY}: {base_path} is not a mapping of suite settings")
+    return merge_settings(base_data, data)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
