@@ -20,6 +20,7 @@ import numpy as np
 
 from rsqair_bench.data.h5 import file_parameters, open_h5
 from rsqair_bench.data.physics import PhysicsParams
+from rsqair_bench.data.render import CONTACT_TOLERANCE_PX, ball_contacts
 
 
 @dataclass
@@ -37,6 +38,15 @@ class BallStates:
     def offset(self) -> int:
         """Pixels cut on the top and left by the central crop (the loader's (size - crop) // 2)."""
         return (self.size - self.crop) // 2
+
+    def colliding(self, index: np.ndarray, frames: int) -> np.ndarray:
+        """[B, n] bool: ball k of sequence index[b] is in ball-ball contact at frame T-1 or at frame T
+        (T = `frames`), by the data set's own contact rule (`data.render.ball_contacts`: the rule behind
+        the `collisions` ground truth). Why both frames: a collision that changes a ball's motion
+        between the last observed frame and the sampled one shows as a contact at one end or the other."""
+        pos = self.positions[index, frames - 2:frames]  # [B, 2, n, 2]: frames T-1 and T
+        contacts = ball_contacts(pos, self.active[index], self.radius, CONTACT_TOLERANCE_PX / self.size)  # [B, 2, n]
+        return contacts.any(1)
 
     def centres_px(self, positions: np.ndarray | None = None) -> np.ndarray:
         """Centres in continuous pixels of the crop: [..., n, 2] (x, y); default: all frames [N, T, n, 2]."""

@@ -61,11 +61,41 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Atomically write a checkpoint dict (see module docstring)."""
     state = dict(state)
     state.setdefault("format", FORMAT_VERSION)
+    path = Path(path)
+    existed = path.exists()
     try:
         atomic_write(path, lambda fh: torch.save(state, fh))
     except RuntimeError as err:  # torch's zip writer reports a failed write (e.g. a full disk) this way
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise OutputError(f"{path}: cannot write checkpoint ({first[:160]}); the previous one is kept") from None
+        kept = "the previous one is kept" if existed else "there was no previous one"
+        raise OutputError(f"{path}: cannot write checkpoint ({_write_failure(path, state, first)}); {kept}") from None
+
+
+def _write_failure(path: Path, state: dict[str, Any], torch_text: str) -> str:
+    """Why torch's writer failed, in words: `disk full (N bytes free, about M needed)` when the disk
+    cannot hold the checkpoint, else torch's own first line (e.g. `[enforce fail at ...]`), which says
+    neither what failed nor why."""
+    import shutil
+
+    needed = sum(t.numel() * t.element_size() for t in _tensors(state))
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return torch_text[:160]
+    if free < max(needed, 1) + 2**20:  # the zip container and its alignment padding need a little more
+        return f"disk full ({free} bytes free in {path.parent}, about {needed} needed)"
+    return torch_text[:160]
+
+
+def _tensors(node: Any) -> list[torch.Tensor]:
+    """Every tensor in a checkpoint dict (model, optimizer state, RNG states)."""
+    if isinstance(node, torch.Tensor):
+        return [node]
+    if isinstance(node, dict):
+        return [t for value in node.values() for t in _tensors(value)]
+    if isinstance(node, (list, tuple)):
+        return [t for value in node for t in _tensors(value)]
+    return []
 
 
 def _first_line(err: BaseException) -> str:

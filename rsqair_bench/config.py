@@ -424,6 +424,8 @@ def check_train_config(cfg: TrainConfig, where: str = "") -> None:
         ("learning_rate", cfg.learning_rate > 0, "> 0"),
         ("momentum", 0 <= cfg.momentum < 1, ">= 0 and < 1"),
         ("lr_decay_at", all(0 <= f <= 1 for f in cfg.lr_decay_at), "fractions between 0 and 1"),
+        ("lr_decay_at", len(set(cfg.lr_decay_at)) == len(cfg.lr_decay_at),
+         "each fraction once (a fraction listed twice decays the learning rate twice there)"),
         ("lr_decay_factor", cfg.lr_decay_factor > 0, "> 0"),
         ("max_iterations", cfg.max_iterations >= 1, ">= 1"),
         ("max_minutes", cfg.max_minutes is None or cfg.max_minutes > 0, "> 0 or null"),
@@ -475,5 +477,10 @@ def check_eval_split(split: EvalSplit, where: str = "", section: str = "eval spl
 def check_job(job: JobConfig, where: str = "") -> None:
     """Every range of a job config, checked before anything is written (relation options are checked by
     the registry when train_job builds the model, also before it writes)."""
+    from rsqair_bench.seeding import seed_error
+
+    problem = seed_error(job.seed)
+    if problem:
+        raise ConfigError(f"{where + ' ' if where else ''}seed: {problem}")
     check_model_config(job.model_config, where)
     check_train_config(job.train, where)

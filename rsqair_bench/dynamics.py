@@ -15,6 +15,7 @@ from torch import Tensor
 
 from rsqair_bench.ball_states import BallStates
 from rsqair_bench.matching import (
+    CONTACT_GROUPS,
     ERROR_CAP_PX,
     MATCH_RADIUS_PX,
     ErrorTally,
@@ -65,10 +66,11 @@ class ReferenceScorer:
         truth = states.centres_px(states.positions[index, frames - 1])  # [B, n, 2] balls at frame T
         predicted = reference_centres(states, index, frames)  # name -> [B, n, 2]
         present = {"copy_last": visible[:, frames - 2], "const_velocity": states.active[index]}  # [B, n] each
+        colliding = states.colliding(index, frames)  # [B, n]
         for b in range(len(index)):
-            balls = truth[b][visible[b, frames - 1]]
+            seen = visible[b, frames - 1]
             for name in DYNAMIC_REFERENCES:
-                self.errors[name].add(predicted[name][b][present[name][b]], balls)
+                self.errors[name].add(predicted[name][b][present[name][b]], truth[b][seen], colliding[b][seen])
 
     def result(self) -> dict[str, Any]:
         """The `references` block: name -> {data_ll, relational_ll[, centre_error_px]}, or None if unavailable."""
@@ -80,7 +82,10 @@ class ReferenceScorer:
             data_ll, rel_ll = self.sums[name] / max(self.sequences, 1)
             out[name] = {"data_ll": float(data_ll), "relational_ll": float(rel_ll)}
             if name in self.errors:
-                out[name]["centre_error_px"] = self.errors[name].mean() if self.states is not None else None
+                known = self.states is not None
+                out[name]["centre_error_px"] = self.errors[name].mean() if known else None
+                for group in CONTACT_GROUPS:
+                    out[name][f"centre_error_px_{group}"] = self.errors[name].group_mean(group) if known else None
         return out
 
 
@@ -107,6 +112,7 @@ class MatchingScorer:
         visible = _visible(groups, states.active.shape[1])  # [B, T, n]
         truth = states.centres_px(states.positions[index])  # [B, T, n, 2]
         last = centres.shape[1] - 1
+        colliding = states.colliding(index, last + 1)  # [B, n]
         self.by_frame += [InferredTally() for _ in range(last - len(self.by_frame))]
         for row in range(centres.shape[0]):
             b, s = divmod(row, self.samples)
@@ -114,9 +120,10 @@ class MatchingScorer:
                 objects, balls = centres[row, t][present[row, t]], truth[b, t][visible[b, t]]
                 self.inferred.add(objects, balls)
                 self.by_frame[t].add(objects, balls)
-            objects, balls = centres[row, last][present[row, last]], truth[b, last][visible[b, last]]
+            seen = visible[b, last]
+            objects, balls = centres[row, last][present[row, last]], truth[b, last][seen]
             self.sampled.add(objects, balls)
-            self.prior[s].add(objects, balls)
+            self.prior[s].add(objects, balls, colliding[b][seen])
 
     def _add_tracked(self, centres: np.ndarray, present: np.ndarray, ids: np.ndarray, groups: Tensor,
                      index: np.ndarray) -> None:
@@ -124,19 +131,21 @@ class MatchingScorer:
         visible = _visible(groups, states.active.shape[1])  # [B, T, n]
         truth = states.centres_px(states.positions[index])  # [B, T, n, 2]
         last = centres.shape[1] - 1
+        colliding = states.colliding(index, last + 1)  # [B, n]
         for row in range(centres.shape[0]):
             b = row // self.samples
             both = visible[b, last - 1] & visible[b, last]  # [n] balls seen at T-1 and T
             before, after = present[row, last - 1], present[row, last]
             self.tracked.add(centres[row, last - 1][before], ids[row, last - 1][before],
                              centres[row, last][after], ids[row, last][after],
-                             truth[b, last - 1][both], truth[b, last][both])
+                             truth[b, last - 1][both], truth[b, last][both], colliding[b][both])
 
     def result(self) -> dict[str, Any]:
         """The `matching` block of metrics.json."""
-        per_sample = [tally.mean() for tally in self.prior]
-        known = [v for v in per_sample if v is not None]
         sampled = self.sampled.summary()
+        by_contact = {f"centre_error_px_{group}": _over_samples([tally.group_mean(group) for tally in self.prior])
+                      for group in CONTACT_GROUPS}
+        counts = {f"{group}_balls": self.prior[0].group_count(group) for group in CONTACT_GROUPS}
         return {
             "radius_px": MATCH_RADIUS_PX,
             "error_cap_px": ERROR_CAP_PX,
@@ -144,13 +153,21 @@ class MatchingScorer:
                 {"frame": t + 1} | {key: summary[key] for key in ("coverage", "duplicates", "strays")}
                 for t, summary in enumerate(frame.summary() for frame in self.by_frame)]},
             "sampled": {
-                "centre_error_px": {
-                    "mean": float(np.mean(known)) if known else None,
-                    "std": float(np.std(known)) if known else None,
-                    "per_sample": per_sample,
-                },
+                "centre_error_px": _over_samples([tally.mean() for tally in self.prior]),
+                **by_contact,
+                **counts,  # balls per contact group at frame T (each sample scores the same balls)
                 "coverage": sampled["coverage"],
                 "duplicates": sampled["duplicates"],
                 "tracked": self.tracked.summary(),
             },
         }
+
+
+def _over_samples(per_sample: list[float | None]) -> dict[str, Any]:
+    """{mean, std, per_sample} over the sampled frames that had a value (None: no ball to score)."""
+    known = [v for v in per_sample if v is not None]
+    return {
+        "mean": float(np.mean(known)) if known else None,
+        "std": float(np.std(known)) if known else None,
+        "per_sample": per_sample,
+    }

@@ -41,7 +41,7 @@ from rsqair_bench.data import limits
 from rsqair_bench.data.loader import DatasetFactory, default_dataset_factory
 from rsqair_bench.device import device_description, peak_memory_mb, resolve_device
 from rsqair_bench.errors import CheckpointError, ConfigError, DataError
-from rsqair_bench.io import atomic_write, check_writable_dir
+from rsqair_bench.io import atomic_write, check_outputs, check_writable_dir
 from rsqair_bench.metrics import TRAIN_KEYS, finite_or_none, paper_name_or_model, write_metrics
 from rsqair_bench.registry import ModelFactory, default_model_factory
 from rsqair_bench.scores import (
@@ -51,7 +51,7 @@ from rsqair_bench.scores import (
     mean_std_over,
     relational_log_likelihood,
 )
-from rsqair_bench.seeding import derive_seed
+from rsqair_bench.seeding import derive_seed, seed_error
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,7 @@ EVAL_TENSORS_PER_PIXEL = 6  # frames in, frames out, and about 4 canvases per ob
 def eval_memory_bytes(batch: int, samples: int, particles: int, frames: int, image_size: int, slots: int) -> float:
     """Rough peak bytes of one evaluation batch: every row is expanded to max(samples, particles) copies,
     each holding T frames plus a full-size canvas per object slot."""
-    rows = batch * max(samples, particles)
-    return float(rows * frames * image_size * image_size * 4 * (EVAL_TENSORS_PER_PIXEL + 4 * slots))
+    return limits.eval_memory_bytes(batch, samples, particles, frames, image_size, slots)  # `validate` uses it too
 
 
 def _available_device_memory(dev: torch.device) -> int | None:
@@ -160,6 +159,7 @@ def evaluate_checkpoint(
     dataset_factory: DatasetFactory | None = None,
     rollout_path: Path | None = None,
     plugins: list[str] | None = None,
+    knockout: bool = False,
 ) -> dict[str, Any]:
     """Score one split; returns one `splits` entry of metrics.json (see docs/metrics.md).
 
@@ -167,6 +167,10 @@ def evaluate_checkpoint(
 
     With `rollout_path`, also saves the first sequence's first sample (inferred frames, then the
     frame sampled from the prior, with boxes and object ids) for the report's Figure 3.
+
+    With `knockout` and a relation that has parameters, the same weights are scored a second time with
+    the relation knocked out (`models.knockout`: every object alone in the scene), on the same
+    sequences and random numbers, and the entry gets a `knockout` block (`knockout_summary`).
     """
     check_eval_config(eval_cfg)
     check_eval_split(split, section=f"eval split {split.data}/{split.split}")
@@ -183,14 +187,16 @@ def evaluate_checkpoint(
     if horizon is not None and split.frames > horizon:
         log.warning("%s: scored at T=%d frames, beyond the %d frames it was trained on (marked in the tables)",
                     checkpoint, split.frames, horizon)
-    tally = SplitTally(eval_cfg.samples, model.pixel_log_likelihood,
-                       _ball_states(data_path, split.split, split.frames, n, crop))
+    states = _ball_states(data_path, split.split, split.frames, n, crop)
+    tally = SplitTally(eval_cfg.samples, model.pixel_log_likelihood, states)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    probe = RelationProbe(model)
     t0 = time.perf_counter()
-    _score_batches(model, dataset, tally, eval_cfg, slots, dev, seed, rollout_path)
+    with probe:
+        _score_batches(model, dataset, tally, eval_cfg, slots, dev, seed, rollout_path)
     seconds = time.perf_counter() - t0
-    return {
+    entry = {
         "data": str(data_path), "split": split.split, "max_objects": int(slots), "frames": int(split.frames),
         "sequences": int(n), "samples": int(eval_cfg.samples),
         **tally.likelihoods(n),
@@ -204,7 +210,71 @@ def evaluate_checkpoint(
         "matching": tally.matching.result() if tally.matching is not None else None,
         "trained_horizon": horizon,
         "beyond_trained_horizon": bool(horizon is not None and split.frames > horizon),
+        "relation_output": probe.result(),
     }
+    if knockout and probe.active:
+        from rsqair_bench.models.knockout import knocked_out
+
+        model.relation = knocked_out(model.relation)
+        ko_tally = SplitTally(eval_cfg.samples, model.pixel_log_likelihood, states)
+        _score_batches(model, dataset, ko_tally, eval_cfg, slots, dev, seed, None)
+        entry["knockout"] = knockout_summary(ko_tally, n)
+    return entry
+
+
+def knockout_summary(tally: SplitTally, n: int) -> dict[str, Any]:
+    """The `knockout` block: the knocked-out model's sampled-frame scores (the drop is the report's to take)."""
+    scores = tally.likelihoods(n)
+    out: dict[str, Any] = {"data_ll": scores["data_ll"], "relational_ll": scores["relational_ll"]}
+    if tally.matching is not None:
+        sampled = tally.matching.result()["sampled"]
+        out["centre_error_px"] = sampled["centre_error_px"]
+        out["centre_error_px_colliding"] = sampled["centre_error_px_colliding"]
+        out["tracked_prior_error_px"] = sampled["tracked"]["prior_error_px"]
+    return out
+
+
+class RelationProbe:
+    """Size of Gamma's output beyond z_{t-1} (gamma[..., D:]) per present object, by its number of
+    present neighbours, over every relation call of an evaluation.
+
+    Why: an interaction network sums effects over the other objects, so its output can grow with the
+    number of neighbours and leave the range the prior saw in training (3 neighbours with 4 balls).
+    `result()` is None for a relation without parameters (plain SQAIR: gamma is z itself)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        relation = getattr(model, "relation", None)
+        self.relation = relation
+        self.active = relation is not None and any(True for _ in relation.parameters())
+        self.sums: dict[int, list[float]] = {}  # neighbours -> [norm sum, objects]
+        self._handle: Any = None
+
+    def _hook(self, module: torch.nn.Module, inputs: tuple[Any, ...], output: tuple[Tensor, Any]) -> None:
+        z, present = inputs[0], inputs[1]  # [B, K, D], [B, K]
+        context = output[0][..., z.shape[-1]:].detach()  # [B, K, out - D]
+        norms = context.double().norm(dim=-1)  # [B, K]
+        neighbours = (present.sum(1, keepdim=True) - 1).expand_as(present)  # [B, K]
+        for count in torch.unique(neighbours[present]).tolist():
+            mask = present & (neighbours == count)
+            slot = self.sums.setdefault(int(count), [0.0, 0])
+            slot[0] += float(norms[mask].sum())
+            slot[1] += int(mask.sum())
+
+    def __enter__(self) -> RelationProbe:
+        if self.active:
+            self._handle = self.relation.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def result(self) -> dict[str, Any] | None:
+        if not self.active:
+            return None
+        return {"by_neighbours": {str(k): {"mean_norm": total / count, "objects": count}
+                                  for k, (total, count) in sorted(self.sums.items()) if count}}
 
 
 def _eval_dataset(factory: DatasetFactory, data_path: str, split: EvalSplit, crop: int) -> Dataset:
@@ -362,6 +432,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="relation file the checkpoint's model needs (repeatable); a checkpoint never loads code")
     parser.add_argument("--rollout", default=None, metavar="NPZ",
                         help="also save the first sequence's frames, boxes and ids (draw with `report --rollout`)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out or --rollout file")
 
 
 def _split_and_config(args: argparse.Namespace) -> tuple[EvalSplit, EvalConfig]:
@@ -379,6 +450,13 @@ def check_args(args: argparse.Namespace) -> None:
     for flag in ("out", "rollout"):
         if getattr(args, flag):
             check_writable_dir(Path(getattr(args, flag)).parent, f"--{flag}")
+    problem = seed_error(args.seed)
+    if problem:
+        raise ConfigError(f"--seed: {problem}")
+    inputs = {"the checkpoint": args.checkpoint, "--data": args.data,
+              **{f"--plugin {p}": p for p in getattr(args, "plugin", None) or []}}
+    outputs = {f"--{flag}": getattr(args, flag) for flag in ("out", "rollout") if getattr(args, flag)}
+    check_outputs(inputs, outputs, force=bool(getattr(args, "force", False)))  # before any work
 
 
 def command(args: argparse.Namespace) -> int:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -58,6 +61,117 @@ def check_writable_dir(directory: str | Path, what: str) -> None:
         raise OutputError(f"{probe}: is a file, expected a directory for {what}")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(f"{probe}: not writable (Permission denied), needed for {what}")
+
+
+REGULAR_FILE_LIMIT = 64 * 2**20  # bytes: a result file (metrics.json, status.json) is kilobytes; refuse a huge one
+
+
+def read_regular_file(path: str | Path, limit: int = REGULAR_FILE_LIMIT) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes; OSError otherwise.
+
+    Why: `Path.read_text` on a FIFO (or a character device) blocks until a writer appears, which
+    hung `run`'s display on a `status.json` FIFO and `report` on a `metrics.json` one. The file is
+    opened non-blocking (an open FIFO returns at once) and fstat decides before any read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"{info.st_size} bytes, more than the {limit} a result file may have", str(path))
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > limit:  # grew while we read
+                raise OSError(errno.EFBIG, f"more than the {limit} bytes a result file may have", str(path))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: the same inode when both exist (hard and symbolic links
+    included), else the same absolute path once symbolic links are resolved."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_outputs(inputs: dict[str, str | Path], outputs: dict[str, str | Path], force: bool | None = None) -> None:
+    """Refuse, before any work, an output that would replace an input of the same command, or two
+    outputs that are one file; with `force` given (a command's `--force` flag), also an existing
+    output unless it is True.
+
+    Why: `eval CK --out CK` replaced the checkpoint it had just read with JSON, and `eval --rollout
+    F.h5 --data F.h5` the data file with an .npz, both with exit status 0. `inputs` and `outputs`
+    map what the user typed (`--data`, `--out`) to a path; the message names both.
+    """
+    named = list(outputs.items())
+    for i, (flag, out) in enumerate(named):
+        for what, src in inputs.items():
+            if same_file(out, src):
+                raise OutputError(f"{out}: {flag} is the same file as {what} ({src}); refusing to write over an input "
+                                  f"of this command, choose another {flag}")
+        for other_flag, other in named[:i]:
+            if same_file(out, other):
+                raise OutputError(f"{out}: {flag} and {other_flag} are the same file; expected two different paths")
+        if Path(out).is_dir():
+            raise OutputError(f"{out}: is a directory, expected a file path for {flag}")
+        if force is False and os.path.lexists(out):
+            raise OutputError(f"{out}: already exists; pass --force to overwrite it, or choose another {flag}")
+
+
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9]+)?$")  # what _create_temp (and the GIF writer) names
+
+
+def remove_orphan_temps(directory: str | Path) -> list[Path]:
+    """Remove the temp files that atomic writes left in `directory` (not below it) when their process
+    was killed (SIGKILL cannot be cleaned up after); returns what was removed.
+
+    Only for a directory whose writer holds a lock on it (`report/`): any temp file there is then an
+    orphan, never a live writer's.
+    """
+    removed = []
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if TEMP_NAME.match(entry.name) and entry.is_file() and not entry.is_symlink():
+            try:
+                entry.unlink()
+                removed.append(entry)
+            except OSError:
+                pass
+    return removed
+
+
+@contextlib.contextmanager
+def owned_directory(directory: str | Path, wait_s: float = 600.0, subdirectories: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Hold DIRECTORY/.lock for the block (waiting up to `wait_s` for another writer), and first remove
+    the temp files a killed writer left in it and in `subdirectories`.
+
+    Why: `kill -9` during `report` left `report/.*.tmp` files that no later run removed. Under the lock
+    no other writer of the directory is running, so every temp file in it is an orphan.
+    """
+    import filelock
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(directory / LOCK_FILE), timeout=wait_s)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise LockedError(f"{directory / LOCK_FILE}: held by another process writing {directory} "
+                          f"for over {wait_s:.0f} s; wait for it to finish") from None
+    try:
+        for sub in ("", *subdirectories):
+            remove_orphan_temps(directory / sub)
+        yield directory
+    finally:
+        lock.release()
 
 
 def _create_temp(path: Path) -> Path:

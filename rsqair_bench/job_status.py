@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rsqair_bench.io import read_regular_file
+
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
@@ -29,7 +31,7 @@ RATE_SMOOTHING = 0.3  # weight of the newest it/s measurement (exponential movin
 class JobStatus:
     model: str
     seed: int
-    phase: str  # training | evaluating | finished
+    phase: str  # training | compiling (the first step of a compiled run) | evaluating | finished
     iteration: int
     max_iterations: int
     bound: float | None = None  # mean training IWAE bound since the previous write (nats per sequence)
@@ -37,6 +39,7 @@ class JobStatus:
     updated: float = 0.0  # time.time() of the write
     seconds_left: float | None = None  # of the train.max_minutes budget at the write; None without a budget
     budget_s: float | None = None  # train.max_minutes in seconds; None without a budget
+    since: float | None = None  # time.time() when `phase` began (the display shows `compiling 1:05`)
 
     @property
     def eta_s(self) -> float | None:
@@ -70,13 +73,40 @@ def _write(path: Path, status: JobStatus) -> None:
             pass
 
 
+STATUS_LIMIT = 64 * 1024  # bytes: a status file is about 300; anything larger is not one of ours
+_INTS = ("seed", "iteration", "max_iterations")
+_FLOATS = ("bound", "it_per_s", "updated", "seconds_left", "budget_s", "since")
+
+
 def read_status(path: Path) -> JobStatus | None:
-    """The status in `path`, or None when it is missing, half-written or of another shape."""
+    """The status in `path`, or None when it is missing, half-written, of another shape or of wrong types.
+
+    Only a regular file is read (a FIFO would block the display thread, or `run` itself at its
+    first redraw). Every field must have its type and a finite, bounded value: `"iteration": "5"`, a
+    400-digit number or deeply nested JSON used to raise inside the display and end the run.
+    """
     try:
-        data = json.loads(Path(path).read_text())
-        return JobStatus(**data)
-    except (OSError, ValueError, TypeError):
+        data = json.loads(read_regular_file(path, STATUS_LIMIT))
+    except (OSError, ValueError, RecursionError):
         return None
+    if not isinstance(data, dict) or set(data) - set(JobStatus.__dataclass_fields__):
+        return None
+    if not all(isinstance(data.get(key), str) for key in ("model", "phase")):
+        return None
+    for key in _INTS:
+        value = data.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+            return None
+    for key in _FLOATS:
+        value = data.get(key)
+        if value is None and not (key == "updated" and key in data):  # updated may be absent, never null
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if not (math.isfinite(value) and abs(value) < 1e18):  # 1e18: no time or rate of ours comes near
+            return None
+        data[key] = float(value)
+    return JobStatus(**data)
 
 
 class StatusWriter:
@@ -125,7 +155,15 @@ class StatusWriter:
         self._flush()
 
     def phase(self, phase: str) -> None:
+        """Enter `phase` now (e.g. `compiling` around a first step that compiles for minutes).
+
+        Back in `training` from another phase, the it/s measurement starts afresh: a minute of
+        compiling is not a slow step, and it would weigh on the smoothed rate for many writes."""
+        if phase == "training" and self.status.phase != "training":
+            self._last_time, self._last_iteration = self.clock(), self.status.iteration
+            self.status.it_per_s = None
         self.status.phase = phase
+        self.status.since = time.time()
         self._flush()
 
     def _flush(self) -> None:
@@ -141,5 +179,5 @@ def mark_phase(out_dir: Path, phase: str) -> None:
     status = read_status(path)
     if status is not None:
         status.phase = phase
-        status.updated = time.time()
+        status.updated = status.since = time.time()
         _write(path, status)

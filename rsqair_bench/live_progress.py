@@ -26,6 +26,7 @@ BAR_WIDTH = 24
 LIVE_INTERVAL_S = 0.5
 PLAIN_INTERVAL_S = 30.0
 TRAIN_SHARE = 0.9  # of a job's part of the overall bar; evaluation is the rest, so 100% means finished
+TIMED_PHASES = ("compiling", "evaluating")  # shown with the time spent in them: nothing else moves meanwhile
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,14 @@ def _clock_text(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def job_line(name: str, status: JobStatus, width: int) -> str:
-    """`sqair+in/seed0  120/300 it  bound -812.3  4.1 it/s  ETA 0:44` (or the phase once training ended)."""
+def job_line(name: str, status: JobStatus, width: int, now: float | None = None) -> str:
+    """`sqair+in/seed0  120/300 it  bound -812.3  4.1 it/s  ETA 0:44`, or the phase outside training:
+    `compiling 1:05` while a compiled run's first step compiles (`now`: time.time(), the status's clock)."""
     if status.phase != "training":
-        return f"{name:<{width}}  {status.iteration}/{status.max_iterations} it  {status.phase}"
+        phase = status.phase
+        if phase in TIMED_PHASES and status.since is not None:
+            phase += f" {_clock_text(max(0.0, (time.time() if now is None else now) - status.since))}"
+        return f"{name:<{width}}  {status.iteration}/{status.max_iterations} it  {phase}"
     bound = "?" if status.bound is None else f"{status.bound:.1f}"
     rate = "?" if status.it_per_s is None else f"{status.it_per_s:.2f}"
     return (
@@ -97,6 +102,7 @@ class LiveProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._drawn = 0  # lines of the live block now on screen
+        self.last_error: Exception | None = None  # the last drawing error, dropped (see _quietly)
         self._last_plain: list[str] = []
         self._start_fraction: float | None = None
         self._width = max((len(j.name) for j in jobs), default=0)
@@ -128,7 +134,8 @@ class LiveProgress:
         elapsed = self.clock() - self.started
         gained = fraction - self._start_fraction
         eta = (1.0 - fraction) * elapsed / gained if gained > 0 and elapsed > 0 else None
-        lines = [job_line(name, s, self._width) for name, s in statuses.items()]
+        now = time.time()  # the clock of the status files' `since`, whatever self.clock is
+        lines = [job_line(name, s, self._width, now) for name, s in statuses.items()]
         finished = self.already_done + len(self._finished)
         lines.append(overall_line(self.label, fraction, finished, self.total, len(statuses), elapsed, eta))
         return lines
@@ -155,28 +162,36 @@ class LiveProgress:
                 self._last_plain = key
         self.out.flush()
 
+    def _quietly(self, step: Callable[[], None]) -> None:
+        """Run one drawing step; an error is kept in `last_error` and dropped (not logged: a log record
+        is drawn through this display, so a failing draw would recurse).
+
+        Why: progress must never end a run. A status file of wrong types once raised inside `lines()`
+        on the main thread (the first redraw), and in the display thread ("Exception in thread")."""
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001 - the display is optional, the run is not
+            self.last_error = err
+
     def refresh(self) -> None:
         with self._lock:
-            self._erase()
-            self._draw()
+            self._quietly(self._erase)
+            self._quietly(self._draw)
 
     def finished(self, name: str, message: str) -> None:
         """A job returned: print its one-line outcome above the block and stop tracking it."""
         with self._lock:
             self._finished.add(name)
-            self._erase()
+            self._quietly(self._erase)
             self.out.write(message + "\n")
             if self.live:
-                self._draw()
+                self._quietly(self._draw)
             self.out.flush()
 
     # ------------------------------------------------------------------ the thread
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.refresh()
-            except (OSError, ValueError):  # the stream went away: progress is optional
-                return
+            self.refresh()  # never raises: see _quietly
 
     def _hook_logging(self) -> None:
         """Log records (in-process jobs log validations) are printed above the block, not over it."""
@@ -186,10 +201,10 @@ class LiveProgress:
 
                 def emit(record: logging.LogRecord, _original: Callable[[logging.LogRecord], None] = original) -> None:
                     with self._lock:
-                        self._erase()
-                        self.out.flush()
+                        self._quietly(self._erase)
+                        self._quietly(self.out.flush)
                         _original(record)
-                        self._draw()
+                        self._quietly(self._draw)
 
                 handler.emit = emit  # type: ignore[method-assign]
                 self._hooked.append(handler)
@@ -213,5 +228,5 @@ class LiveProgress:
             self._thread.join(timeout=5)
         with self._lock:
             self._unhook_logging()
-            self._erase()
-            self.out.flush()
+            self._quietly(self._erase)
+            self._quietly(self.out.flush)

@@ -11,7 +11,7 @@ All coordinates are continuous pixels of the cropped frame, (x, y), 0 at the top
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -94,21 +94,46 @@ class InferredTally:
         }
 
 
+CONTACT_GROUPS = ("colliding", "free")  # balls in ball-ball contact around the sampled frame, and the others
+
+
+def _contact_masks(colliding: np.ndarray) -> dict[str, np.ndarray]:
+    """[n] bool -> the mask of each contact group."""
+    return {"colliding": colliding, "free": ~colliding}
+
+
 @dataclass
 class ErrorTally:
-    """Running sum of capped per-ball centre errors at the sampled frame."""
+    """Running sum of capped per-ball centre errors at the sampled frame, in all and per contact group.
+
+    Why the groups: a predictor that ignores collisions (the constant-velocity oracle) is only wrong on
+    balls that collide (and at walls); a relation's benefit, if any, shows on the colliding balls."""
 
     error_sum: float = 0.0
     balls: int = 0
     cap: float = ERROR_CAP_PX
+    groups: dict[str, list[float]] = field(default_factory=lambda: {g: [0.0, 0] for g in CONTACT_GROUPS})
 
-    def add(self, objects: np.ndarray, balls: np.ndarray) -> None:
-        errors = capped_ball_errors(objects, balls, self.cap)
+    def add(self, objects: np.ndarray, balls: np.ndarray, colliding: np.ndarray | None = None) -> None:
+        """objects [K, 2] (present only), balls [n, 2]; colliding [n] bool: ball k is in a collision."""
+        errors = capped_ball_errors(objects, balls, self.cap)  # [n]
         self.error_sum += float(errors.sum())
         self.balls += len(balls)
+        if colliding is not None:
+            for group, mask in _contact_masks(colliding).items():
+                self.groups[group][0] += float(errors[mask].sum())
+                self.groups[group][1] += int(mask.sum())
 
     def mean(self) -> float | None:
         return self.error_sum / self.balls if self.balls else None
+
+    def group_mean(self, group: str) -> float | None:
+        """Mean capped error over the balls of one contact group; None when the group had no ball."""
+        total, count = self.groups[group]
+        return total / count if count else None
+
+    def group_count(self, group: str) -> int:
+        return int(self.groups[group][1])
 
 
 def box_centres(boxes: np.ndarray) -> np.ndarray:
@@ -133,24 +158,37 @@ class TrackedTally:
     candidates: int = 0  # balls visible at T-1 and T
     radius: float = MATCH_RADIUS_PX
     cap: float = ERROR_CAP_PX
+    # per contact group: [prior error sum, copy-last error sum, tracked balls]
+    groups: dict[str, list[float]] = field(default_factory=lambda: {g: [0.0, 0.0, 0] for g in CONTACT_GROUPS})
 
     def add(self, before: np.ndarray, ids_before: np.ndarray, after: np.ndarray, ids_after: np.ndarray,
-            balls_before: np.ndarray, balls_after: np.ndarray) -> None:
+            balls_before: np.ndarray, balls_after: np.ndarray, colliding: np.ndarray | None = None) -> None:
         """Objects at T-1 and T: centres [K, 2] and ids [K] (present only); balls [n, 2] at T-1 and T,
-        the same n balls in the same order (visible in both frames)."""
+        the same n balls in the same order (visible in both frames); colliding [n] bool per ball."""
         rows, cols, _ = match_within_radius(before, balls_before, self.radius)
         self.candidates += len(balls_before)
         self.tracked += len(rows)
         for obj, ball in zip(rows, cols):
             same = np.flatnonzero(ids_after == ids_before[obj])
             error = float(np.linalg.norm(after[same[0]] - balls_after[ball])) if len(same) else self.cap
+            copy = float(np.linalg.norm(balls_before[ball] - balls_after[ball]))
             self.prior_sum += min(error, self.cap)
-            self.copy_sum += float(np.linalg.norm(balls_before[ball] - balls_after[ball]))
+            self.copy_sum += copy
+            if colliding is not None:
+                sums = self.groups["colliding" if colliding[ball] else "free"]
+                sums[0] += min(error, self.cap)
+                sums[1] += copy
+                sums[2] += 1
 
     def summary(self) -> dict[str, float | int | None]:
-        return {
+        out: dict[str, float | int | None] = {
             "prior_error_px": self.prior_sum / self.tracked if self.tracked else None,
             "copy_last_error_px": self.copy_sum / self.tracked if self.tracked else None,
             "tracked_balls": self.tracked,
             "tracked_fraction": self.tracked / self.candidates if self.candidates else None,
         }
+        for group, (prior, copy, count) in self.groups.items():
+            out[f"prior_error_px_{group}"] = prior / count if count else None
+            out[f"copy_last_error_px_{group}"] = copy / count if count else None
+            out[f"tracked_balls_{group}"] = int(count)
+        return out

@@ -35,12 +35,17 @@ class TrainStats:
     sequences_per_s: float | None = None  # training sequences per second of optimisation steps
     peak_memory_mb: float | None = None
     best_validation_bound: float | None = None
+    # model_config.compile (files written before these fields lack them; readers take absent as null):
+    compiled: bool | None = None  # the training steps ran compiled
+    compile_fallback: str | None = None  # why they ran eager although compile was set (compiler.compiler_problem)
+    compile_seconds: float | None = None  # the last (resumed) run's first compiled step, compilation included
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainStats)]
+OPTIONAL_TRAIN_KEYS = ("compiled", "compile_fallback", "compile_seconds")  # added later: not required when writing
 TOP_KEYS = ["model", "paper_name", "seed", "suite", "config_hash", "checkpoint_iteration", "parameters",
             "device", "torch_version", "train"]
 SPLIT_KEYS = ["data", "split", "max_objects", "frames", "sequences", "samples", "data_ll", "relational_ll",
@@ -48,6 +53,18 @@ SPLIT_KEYS = ["data", "split", "max_objects", "frames", "sequences", "samples", 
               "references"]
 # keys an evaluation may return per split that belong to the whole job (the runner hoists them to the top)
 JOB_LEVEL_KEYS = ("config_hash", "checkpoint_iteration", "parameters", "device", "torch_version", "paper_name")
+
+
+EVALUATION_VERSION = 2  # bumped when evaluation adds or changes a metric: `run` then re-evaluates finished jobs
+# 1: data LL, relational LL, references, matching; 2: + contact groups, relation knock-out, relation output
+
+
+def evaluation_settings(split: Any, eval_cfg: Any) -> dict[str, Any]:
+    """A split entry's `settings`: everything that decides its numbers besides the checkpoint and the seed
+    (the EvalSplit as the suite gave it, the EvalConfig, the evaluation code's version). `run` compares
+    it with the suite to find finished jobs whose evaluation is stale (runner.stale_splits)."""
+    return {"split": dataclasses.asdict(split), "samples": eval_cfg.samples, "particles": eval_cfg.particles,
+            "batch_size": eval_cfg.batch_size, "version": EVALUATION_VERSION}
 
 
 def paper_name_or_model(model: str) -> str:
@@ -72,7 +89,7 @@ def validate_metrics(metrics: dict[str, Any]) -> None:
 
     need(metrics, TOP_KEYS + ["splits"], "")
     need(metrics["parameters"], ["total", "relation"], "parameters.")
-    need(metrics["train"], TRAIN_KEYS, "train.")
+    need(metrics["train"], [k for k in TRAIN_KEYS if k not in OPTIONAL_TRAIN_KEYS], "train.")
     for name, entry in metrics["splits"].items():
         need(entry, SPLIT_KEYS, f"splits.{name}.")
         for metric in ("data_ll", "relational_ll"):
@@ -97,7 +114,10 @@ def finite_or_none(value: Any) -> Any:
 # ----------------------------------------------------------------------------- the writer
 def write_metrics(path: Path, job_info: dict[str, Any], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Validate against the schema and write metrics.json atomically; returns what was written."""
-    metrics = {**job_info, "splits": splits}
+    from rsqair_bench.metrics_schema import SCHEMA_VERSION
+
+    metrics = {"schema_version": SCHEMA_VERSION, **job_info, "splits": splits}
+    metrics["schema_version"] = SCHEMA_VERSION  # this writer's layout, whatever job_info carried
     validate_metrics(metrics)
     metrics = finite_or_none(metrics)
     atomic_write_text(Path(path), json.dumps(metrics, indent=2, allow_nan=False) + "\n")
@@ -111,7 +131,11 @@ MISSING = "—"  # how every table prints a value no run has
 
 
 def collect_metrics(results_dir: Path) -> list[dict[str, Any]]:
-    """Every metrics.json under results_dir (not under report/), each with `_dir` = its job directory."""
+    """Every metrics.json under results_dir (not under report/), each with `_dir` = its job directory.
+
+    Each is checked against the schema (`metrics_schema.read_metrics`): a bad file is one DataError."""
+    from rsqair_bench.metrics_schema import read_metrics
+
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise DataError(f"{results_dir}: no such results directory")
@@ -119,13 +143,7 @@ def collect_metrics(results_dir: Path) -> list[dict[str, Any]]:
     for path in sorted(results_dir.rglob("metrics.json")):
         if "report" in path.relative_to(results_dir).parts:
             continue
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"{path}: not a readable metrics.json ({err})") from None
-        for key in ("model", "seed", "splits"):
-            if key not in metrics:
-                raise DataError(f"{path}: missing key {key!r} (expected the metrics.json schema)")
+        metrics = read_metrics(path)  # a regular file, UTF-8 JSON, every field of the schema its type
         metrics["_dir"] = path.parent
         found.append(metrics)
     return found

@@ -10,11 +10,16 @@ baseline never needs an edit elsewhere:
 
 A model name is `sqair` (the identity relation: plain SQAIR) or `sqair+<relation>`.
 `python -m rsqair_bench list` prints every model with its parameter counts.
+
+Importing this module does not import torch (the relation files do, when `discover` imports them):
+`validate` and `run --dry-run` check the usual suite by reading `baselines/` as text
+(`statically_valid`), so they answer before torch would have loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import importlib
 import importlib.metadata
@@ -26,13 +31,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rsqair_bench.config import ModelConfig, SuiteConfig, load_config
 from rsqair_bench.errors import ConfigError, RegistryError
-from rsqair_bench.models.relation import Relation
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from rsqair_bench.models.relation import Relation
 
 ENTRY_POINT_GROUP = "rsqair_bench.relations"
 BASE_MODEL = "sqair"
@@ -42,7 +49,7 @@ IDENTITY = "identity"
 _MODEL_NAME = re.compile(r"^sqair(\+[A-Za-z0-9_.-]+)?$")
 
 R = TypeVar("R", bound=type)
-ModelFactory = Callable[[str, ModelConfig], nn.Module]  # (model name, config) -> model; tests inject fakes
+ModelFactory = Callable[[str, ModelConfig], "nn.Module"]  # (model name, config) -> model; tests inject fakes
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ def register_relation(name: str, paper_name: str | None = None) -> Callable[[R],
         raise RegistryError(f"relation name {name!r}: expected letters, digits, _ . - only (it names a results directory)")
 
     def decorate(cls: R) -> R:
+        from rsqair_bench.models.relation import Relation  # lazy: torch (the decorated file imported it already)
+
         if not (isinstance(cls, type) and issubclass(cls, Relation)):
             raise RegistryError(f"relation {name!r}: {cls!r} is not a subclass of rsqair_bench.models.relation.Relation")
         entry = RelationEntry(name, cls, paper_name or f"R-SQAIR({name})")
@@ -97,6 +106,8 @@ def discover() -> None:
         return
     _discovered = True  # set first: a failing import below must not be retried into a duplicate error
     import baselines
+
+    from rsqair_bench.models.relation import Relation  # lazy: imports torch
 
     for info in sorted(pkgutil.iter_modules(baselines.__path__), key=lambda m: m.name):
         module_name = f"baselines.{info.name}"
@@ -134,6 +145,8 @@ def load_plugins(paths: list[str]) -> None:
     discover()
     for raw in paths:
         path = Path(raw).expanduser()
+        if path.is_dir():
+            raise RegistryError(f"plugin {raw}: is a directory, expected a Python file (.py) of relations")
         if not path.is_file():
             raise RegistryError(f"plugin {raw}: no such file (resolved to {path.resolve()})")
         path = path.resolve()
@@ -217,13 +230,7 @@ def relation_options(relation: str, options: dict[str, Any]) -> dict[str, Any]:
     """
     cls = get_relation(relation)
     known = _constructor_options(cls)
-    chosen: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in _RELATIONS and isinstance(value, dict):
-            if key == relation:
-                chosen.update(value)
-            continue
-        chosen[key] = value
+    chosen = _options_for(relation, options, set(_RELATIONS))
     for key in chosen:
         if key not in known:
             where = f"model_config.relation_options.{relation}" if relation in options else "model_config.relation_options"
@@ -231,6 +238,19 @@ def relation_options(relation: str, options: dict[str, Any]) -> dict[str, Any]:
                 f"{where}: unknown option {key!r} for relation {relation!r} "
                 f"(accepted: {', '.join(known) or 'none'}; set options per relation with {{<relation>: {{...}}}})"
             )
+    return chosen
+
+
+def _options_for(relation: str, options: dict[str, Any], relations: set[str]) -> dict[str, Any]:
+    """The part of `options` that `relation` receives (the two forms of `relation_options` above),
+    given the registered relation names `relations`."""
+    chosen: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in relations and isinstance(value, dict):
+            if key == relation:
+                chosen.update(value)
+            continue
+        chosen[key] = value
     return chosen
 
 
@@ -271,6 +291,79 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+# ----------------------------------------------------------------------------- checks without importing
+def statically_valid(models: list[str], relation_options: dict[str, Any], plugins: list[str]) -> bool:
+    """True when the source of `baselines/`, read as text, shows every model registered and every
+    relation option accepted; then `validate` needs no import of the relations (and of torch).
+
+    False only means "import and check": with plugins, with installed entry points, once the
+    relations are imported anyway, or when a file does something this reader does not follow, the
+    importing checks run, and they alone report errors, so this shortcut can never invent one."""
+    if plugins or _discovered or importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        return False
+    table = _static_baselines()
+    if table is None:
+        return False
+    for model in models:
+        relation = IDENTITY if model == BASE_MODEL else model[len(BASE_MODEL) + 1 :]
+        if not is_model_name(model) or relation not in table:
+            return False
+        if any(key not in table[relation] for key in _options_for(relation, relation_options, set(table))):
+            return False
+    return True
+
+
+def _static_baselines() -> dict[str, list[str]] | None:
+    """Relation name -> constructor options for every `@register_relation` class in `baselines/`,
+    read with `ast` (nothing is executed); None when any file is beyond this reader."""
+    spec = importlib.util.find_spec("baselines")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    table: dict[str, list[str]] = {}
+    for info in pkgutil.iter_modules(list(spec.submodule_search_locations)):
+        path = Path(spec.submodule_search_locations[0]) / f"{info.name}.py"
+        try:
+            found = _static_relations(ast.parse(path.read_text(), str(path)))
+        except (OSError, SyntaxError, ValueError):
+            return None
+        if found is None or set(found) & set(table):  # a name twice: the import reports the clash
+            return None
+        table.update(found)
+    return table
+
+
+def _static_relations(tree: ast.Module) -> dict[str, list[str]] | None:
+    """The relations one module registers with a top-level decorated class; None when unsure."""
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    found: dict[str, list[str]] = {}
+    for node in classes.values():
+        for deco in node.decorator_list:
+            if not (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Name) and deco.func.id == "register_relation"):
+                continue
+            name = deco.args[0] if deco.args else None
+            options = _static_init_options(node, classes)
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)) or options is None or name.value in found:
+                return None
+            found[name.value] = options
+    return found
+
+
+def _static_init_options(node: ast.ClassDef, classes: dict[str, ast.ClassDef]) -> list[str] | None:
+    """What `_constructor_options` would list for this class: its own `__init__`, else its one base's
+    (`Relation`: none; a class of the same file: followed); None for anything else."""
+    init = next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+    if init is not None:
+        a = init.args
+        names = [x.arg for x in [*a.posonlyargs, *a.args]] + ([a.vararg.arg] if a.vararg else [])
+        return [n for n in names + [x.arg for x in a.kwonlyargs] if n not in ("self", "obj_dim")]
+    if len(node.bases) != 1 or node.keywords or not isinstance(node.bases[0], ast.Name):
+        return None
+    base = node.bases[0].id
+    if base == "Relation":
+        return []
+    return _static_init_options(classes[base], classes) if base in classes and base != node.name else None
+
+
 # ----------------------------------------------------------------------------- CLI: list
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE", help="relation file to load (repeatable)")
@@ -280,6 +373,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def list_rows(config: ModelConfig, verbose: bool = False) -> list[dict[str, Any]]:
     """One dict per model: name, paper name, total, relation's own, added over plain SQAIR, children."""
+    from torch import nn  # lazy: see the module docstring
+
     rows = []
     base_total: int | None = None
     for name in model_names():

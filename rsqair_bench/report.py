@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rsqair_bench.errors import ConfigError, DataError
-from rsqair_bench.io import atomic_path, atomic_write_text
+from rsqair_bench.io import atomic_path, atomic_write_text, check_outputs, owned_directory
 from rsqair_bench.metrics import (
     MISSING,
     by_model,
@@ -35,6 +35,7 @@ from rsqair_bench.metrics import (
     ordered_models,
     ordered_splits,
 )
+from rsqair_bench.textfmt import fixed, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _fmt(mean: float, std: float | None = None) -> str:
+    """`412.35 ± 1.20`; a magnitude of 1e9 or more in scientific notation (textfmt.fixed), not 309 digits."""
     if std is None:
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {std:.2f}"
+        return fixed(mean)
+    return f"{fixed(mean)} ± {fixed(std)}"
 
 
 def _values(runs: list[dict], split: str, metric: str) -> tuple[list[float], int]:
@@ -189,10 +191,15 @@ def throughput_table(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
+_LATEX_CHARS = {"\\": r"\textbackslash{}", **{ch: "\\" + ch for ch in "&%$#_{}"}, "~": r"\textasciitilde{}",
+                "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+                "`": r"\textasciigrave{}", "\n": " ", "\r": " "}
+
+
 def _latex_escape(text: str) -> str:
-    out = str(text).replace("\\", r"\textbackslash{}")
-    for ch in "&%$#_{}":
-        out = out.replace(ch, "\\" + ch)
+    """Text as LaTeX prints it, in one pass (so `\\` does not become `\\textbackslash\\{\\}`): names come
+    from metrics.json, and no command, math, quote or line break may come of them."""
+    out = "".join(_LATEX_CHARS.get(ch, ch) for ch in str(text))
     return out.replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace(MISSING, "--")
 
 
@@ -322,7 +329,7 @@ def figure_rollouts(runs: list[dict], stem: Path, max_rows: int = 8) -> list[Pat
     items = []
     for model in ordered_models(runs):
         for r in grouped[model]:
-            for path in sorted(Path(r["_dir"]).glob("rollout*.npz")):
+            for path in sorted(p for p in Path(r["_dir"]).glob("rollout*.npz") if p.is_file()):  # a FIFO would block
                 items.append((f"{label(model, grouped[model])} s{r['seed']} {path.stem}", path))
                 break  # one rollout file per job
     return draw_rollouts(items[:max_rows], stem)
@@ -389,8 +396,28 @@ def dynamics_files(runs: list[dict]) -> dict[str, str]:
         return {}
     caption = ("Object-ball matching: inferred frames (coverage, duplicates, centre error) and the "
                "prior's centre error at the sampled frame T (px)")
-    return {"dynamics.md": f"# {caption}\n\n" + table.to_markdown(disable_numparse=True) + "\n" + horizon_footnote(table),
+    return {"dynamics.md": f"# {caption}\n\n" + markdown_table(table) + "\n" + horizon_footnote(table),
             "dynamics.csv": table.to_csv(), "dynamics.tex": to_latex(table, caption)}
+
+
+def relation_files(runs: list[dict]) -> dict[str, str]:
+    """relation_use.{md,csv,tex} (knock-out drops) and neighbours.{md,csv} (per seed); none without them."""
+    from rsqair_bench.report_relations import KNOCKOUT_CAPTION, NEIGHBOURS_CAPTION, knockout_table, neighbours_table
+
+    grouped = by_model(runs)
+    models = ordered_models(runs)
+    labels = {m: label(m, grouped[m]) for m in models}
+    files: dict[str, str] = {}
+    knockout = knockout_table(models, grouped, labels, ordered_splits(runs))
+    if len(knockout):
+        files.update({"relation_use.md": f"# {KNOCKOUT_CAPTION}\n\n" + knockout.to_markdown(disable_numparse=True) + "\n",
+                      "relation_use.csv": knockout.to_csv(), "relation_use.tex": to_latex(knockout, KNOCKOUT_CAPTION)})
+    neighbours = neighbours_table(models, grouped, labels, ordered_splits(runs))
+    if len(neighbours):
+        files.update({"neighbours.md": f"# {NEIGHBOURS_CAPTION}\n\n"
+                      + neighbours.reset_index().to_markdown(index=False, disable_numparse=True) + "\n",
+                      "neighbours.csv": neighbours.to_csv()})
+    return files
 
 
 # ----------------------------------------------------------------------------- the report
@@ -400,7 +427,19 @@ def write_report(
     """Write tables and figures into results_dir/report/; returns the files written.
 
     `baseline`: the model every other is tested against in significance.md (default: sqair).
+    The report directory is held (report/.lock) while it is written, and the temp files a killed
+    report left in it are removed first (io.owned_directory).
     """
+    if not Path(results_dir).is_dir():
+        return _write_report(results_dir, expected_seeds, compare_paper, baseline)  # says what is missing
+    with owned_directory(Path(results_dir) / "report", subdirectories=("figures",)):
+        return _write_report(results_dir, expected_seeds, compare_paper, baseline)
+
+
+def _write_report(
+    results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None
+) -> list[Path]:
+    """write_report's work, under its lock."""
     from rsqair_bench.animation import write_rollout_gifs
     from rsqair_bench.failures import add_failed_models, collect_failures, failures_note
     from rsqair_bench.report_dynamics import horizon_footnote, with_reference_rows
@@ -424,25 +463,25 @@ def write_report(
     table = add_failed_models(main_table(runs, expected_seeds, compare_paper), runs, failures, expected_seeds)
     table = with_reference_rows(table, runs, METRICS)
     caption = "Log-likelihood of the sampled last frame (nats, mean ± std over seeds × samples)"
-    put("table.md", f"# {caption}\n\n" + table.to_markdown(disable_numparse=True) + "\n" + failures_note(failures, results_dir)
+    put("table.md", f"# {caption}\n\n" + markdown_table(table) + "\n" + failures_note(failures, results_dir)
         + horizon_footnote(table))
     put("table.csv", table.to_csv())
     put("table.tex", to_latex(table, caption))
-    for name, text in dynamics_files(runs).items():
+    for name, text in {**dynamics_files(runs), **relation_files(runs)}.items():
         put(name, text)
     seeds, spread = per_seed_tables(runs)
     put(
         "per_seed.md",
         "# Per seed (mean over samples)\n\n"
-        + seeds.reset_index().to_markdown(index=False, disable_numparse=True)
+        + markdown_table(seeds.reset_index(), index=False)
         + "\n\n# Spread of seed means\n\n"
-        + (spread.to_markdown(index=False, disable_numparse=True) if len(spread) else MISSING)
+        + (markdown_table(spread, index=False) if len(spread) else MISSING)
         + "\n",
     )
     put("per_seed.csv", seeds.to_csv())
     put("spread.csv", spread.to_csv(index=False))
     through = throughput_table(runs)
-    put("throughput.md", "# Throughput\n\n" + through.to_markdown(disable_numparse=True) + "\n")
+    put("throughput.md", "# Throughput\n\n" + markdown_table(through) + "\n")
     put("throughput.csv", through.to_csv())
 
     written += figure_ll_bars(runs, figs / "fig4_ll", compare_paper)
@@ -453,10 +492,35 @@ def write_report(
     return written
 
 
+class _CompareAction(argparse.Action):
+    """`--compare` before, between or after the two directories, always A then B.
+
+    Why: `report A --compare B` used to fail ("unrecognized arguments: B"): argparse had already given
+    the positionals their values when it met the flag. So the flag takes an optional value, and where
+    it stands decides what that value is: after A it is B; first (`--compare A B`) it is A, and the
+    directory that follows (parsed as RESULTS_DIR) is B (`command` puts them in order)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        namespace.compare = True
+        if values is None:
+            return
+        if namespace.results_dir is None:
+            namespace.compare_first = values
+        elif namespace.other is None:
+            namespace.other = values
+        else:
+            parser.error(f"--compare {values}: A ({namespace.results_dir}) and B ({namespace.other}) are already given")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results_dir", nargs="?", help="a suite's results directory, e.g. results/quick")
     parser.add_argument("other", nargs="?", help="with --compare: the second results directory (B)")
-    parser.add_argument("--compare", action="store_true", help="compare RESULTS_DIR (A) with OTHER (B) side by side")
+    parser.add_argument("--compare", nargs="?", default=False, action=_CompareAction, metavar="B",
+                        help="compare RESULTS_DIR (A) with OTHER (B) side by side: `report A B --compare`, "
+                             "`report A --compare B` or `report --compare A B`")
+    parser.set_defaults(compare_first=None)
+    parser.add_argument("--force", action="store_true", help="with --rollout: overwrite existing PATH.png/.pdf")
     parser.add_argument("--baseline", default=None, help="model the others are tested against in significance.md (default sqair)")
     parser.add_argument("--rollout", metavar="NPZ", help="instead: draw one rollout file (from `eval --rollout`)")
     parser.add_argument(
@@ -473,11 +537,19 @@ def command(args: argparse.Namespace) -> int:
         path = Path(args.rollout)
         if not path.is_file():
             raise ConfigError(f"{path}: no such rollout file")
-        written = draw_rollouts([(path.stem, path)], Path(args.out or path.with_suffix("")))
+        stem = Path(args.out or path.with_suffix(""))
+        check_outputs({"--rollout": path}, {f"--out ({ext})": stem.with_suffix(f".{ext}") for ext in ("png", "pdf")},
+                      force=args.force)
+        written = draw_rollouts([(path.stem, path)], stem)
         if not written:
             raise ConfigError(f"{path}: not a rollout file (expected frames, boxes, pres, n_observed arrays)")
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
+    if args.compare_first is not None:  # `report --compare A B`: A came with the flag, B as RESULTS_DIR
+        if args.other is not None:
+            raise ConfigError(f"report --compare: three directories given ({args.compare_first}, "
+                              f"{args.results_dir}, {args.other}), expected two (A and B)")
+        args.results_dir, args.other = args.compare_first, args.results_dir
     if args.compare:
         from rsqair_bench.compare import command as compare_command
 

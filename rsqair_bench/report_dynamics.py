@@ -151,6 +151,7 @@ def dynamics_table(runs: list[dict], models: list[str], grouped: dict[str, list[
             row[f"prior centre err. px (frame T) {split}"] = prior + (mark if prior != MISSING else "")
             tracked = _tracked_cell(mruns, split)
             row[f"tracked balls: prior / copy-last err. px {split}"] = tracked + (mark if tracked != MISSING else "")
+            row[f"{CONTACT_COLUMN} {split}"] = _contact_cell(mruns, split)
         rows.append(row)
     for name in ("copy_last", "const_velocity"):
         row = {"model": reference_label(name)}
@@ -160,8 +161,37 @@ def dynamics_table(runs: list[dict], models: list[str], grouped: dict[str, list[
             value = reference_value(runs, split, name, "centre_error_px")
             row[f"prior centre err. px (frame T) {split}"] = MISSING if value is None else f"{value:.2f}"
             row[f"tracked balls: prior / copy-last err. px {split}"] = MISSING
+            row[f"{CONTACT_COLUMN} {split}"] = _reference_contact_cell(runs, split, name)
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
+
+
+CONTACT_COLUMN = "prior centre err. px, colliding / free balls (frame T)"
+
+
+def _contact_cell(runs: list[dict], split: str) -> str:
+    """'colliding / free (n colliding balls)': the prior's capped centre error on the balls in a ball-ball
+    contact at frame T-1 or T and on the others, means over seeds x samples (docs/metrics.md)."""
+    values = {}
+    for group in ("colliding", "free"):
+        per = [float(v) for r in runs
+               for v in (_matching(r, split, "sampled").get(f"centre_error_px_{group}") or {}).get("per_sample") or []
+               if v is not None]
+        values[group] = float(np.mean(per)) if per else None
+    if values["colliding"] is None and values["free"] is None:
+        return MISSING
+    counts = _seed_values(runs, split, "sampled", "colliding_balls")
+    return f"{_num(values['colliding'])} / {_num(values['free'])} ({int(np.mean(counts)) if counts else '?'} colliding)"
+
+
+def _reference_contact_cell(runs: list[dict], split: str, name: str) -> str:
+    colliding = reference_value(runs, split, name, "centre_error_px_colliding")
+    free = reference_value(runs, split, name, "centre_error_px_free")
+    return MISSING if colliding is None and free is None else f"{_num(colliding)} / {_num(free)}"
+
+
+def _num(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.2f}"
 
 
 def draw_reference_lines(ax: Any, runs: list[dict], split: str, metric: str) -> None:

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib.metadata
+import json
 import logging
 import multiprocessing
 import multiprocessing.connection as mp_connection
@@ -46,7 +47,14 @@ from rsqair_bench.errors import ConfigError
 from rsqair_bench.io import atomic_write_text
 from rsqair_bench.job_status import mark_phase
 from rsqair_bench.live_progress import LiveProgress, TrackedJob
-from rsqair_bench.metrics import JOB_LEVEL_KEYS, TRAIN_KEYS, TrainStats, paper_name_or_model, write_metrics
+from rsqair_bench.metrics import (
+    JOB_LEVEL_KEYS,
+    TRAIN_KEYS,
+    TrainStats,
+    evaluation_settings,
+    paper_name_or_model,
+    write_metrics,
+)
 from rsqair_bench.progress import progress_enabled
 from rsqair_bench.suite import Job, expand_jobs, validate_suite
 
@@ -99,7 +107,8 @@ def _default_eval(
     from rsqair_bench.evaluate import evaluate_checkpoint
 
     rollout = checkpoint.parent / f"rollout_{split.data}_{split.split}.npz"  # for the report's Figure 3
-    return evaluate_checkpoint(checkpoint, data_path, split, eval_cfg, device=device, seed=seed, rollout_path=rollout)
+    return evaluate_checkpoint(checkpoint, data_path, split, eval_cfg, device=device, seed=seed, rollout_path=rollout,
+                               knockout=True)
 
 
 def _default_metrics(job: Job, train_result: Any, splits: dict[str, dict], path: Path) -> dict:
@@ -193,17 +202,25 @@ def execute_job(
     except filelock.Timeout:
         return JobOutcome(job.name, "locked", str(out), error="locked by another runner")
     try:
-        if (out / "DONE").exists():  # another runner finished it while we waited
+        finished = (out / "DONE").exists()
+        if finished and not stale_splits(job):  # another runner finished it while we waited
             return JobOutcome(job.name, "skipped", str(out))
         try:
-            atomic_write_text(out / "config.yaml", dump_yaml(job.config))
-            train_result = (train_fn or _default_train)(job.config, out, progress=progress)
+            if finished:  # trained already: evaluate best.pt again where the evaluation changed
+                train_result, splits = _reevaluation_inputs(job)
+                todo = stale_splits(job)
+            else:
+                atomic_write_text(out / "config.yaml", dump_yaml(job.config))
+                atomic_write_text(out / TRAIN_DATA_FILE, json.dumps(_train_data_identity(job), indent=2) + "\n")
+                train_result, splits = (train_fn or _default_train)(job.config, out, progress=progress), {}
+                todo = dict.fromkeys(job.eval.splits, "not evaluated")
             mark_phase(out, "evaluating")  # for the live display; no-op without a status file
-            splits = {}
-            for key, split in job.eval.splits.items():
-                splits[key] = (eval_fn or _default_eval)(
+            for key in todo:
+                split = job.eval.splits[key]
+                entry = (eval_fn or _default_eval)(
                     out / "best.pt", job.split_data_path(split.data), split, job.eval, device=job.config.device, seed=job.seed
                 )
+                splits[key] = {**entry, "settings": _split_settings(job, key)}
             (metrics_fn or _default_metrics)(job, train_result, splits, out / "metrics.json")
             (out / "error.txt").unlink(missing_ok=True)
             atomic_write_text(out / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
@@ -216,6 +233,88 @@ def execute_job(
         return JobOutcome(job.name, "done", str(out), time.perf_counter() - start)
     finally:
         lock.release()
+
+
+# ----------------------------------------------------------------------------- finished jobs: what is stale
+TRAIN_DATA_FILE = "train_data.json"  # the identity of the data a job trained on, written before training
+
+
+def _split_settings(job: Job, key: str) -> dict[str, Any]:
+    """A split entry's `settings` (metrics.evaluation_settings) plus the identity of the file it scores."""
+    split = job.eval.splits[key]
+    return {**evaluation_settings(split, job.eval), "data_checksum": job.data_checksums.get(split.data)}
+
+
+def _train_data_identity(job: Job) -> dict[str, Any]:
+    return {"path": job.config.train_data, "checksum": job.data_checksums.get(job.train_data_name)}
+
+
+def _read_json(path: Path) -> Any:
+    """A small JSON file the runner wrote, or None when it is missing, not a regular file or unreadable."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def stale_splits(job: Job) -> dict[str, str]:
+    """For a finished job: eval split key -> why its metrics.json entry no longer answers the suite
+    (never evaluated, other settings, another data file, an older evaluation version). {} when none.
+
+    Why: a rerun used to skip finished jobs, so after an edit of `eval:` (samples, frames, a new split)
+    or a new evaluation metric, the report showed the old numbers under the new suite. Evaluation is a
+    pure function of best.pt, the data and these settings, so `run` evaluates again without retraining."""
+    metrics = _read_json(job.directory / "metrics.json")
+    entries = metrics.get("splits") if isinstance(metrics, dict) else None
+    if not isinstance(entries, dict):
+        return dict.fromkeys(job.eval.splits, "no readable metrics.json")
+    stale = {}
+    for key in job.eval.splits:
+        entry = entries.get(key)
+        have = entry.get("settings") if isinstance(entry, dict) else None
+        want = _split_settings(job, key)
+        if not isinstance(entry, dict):
+            stale[key] = "not evaluated"
+        elif not isinstance(have, dict) or have.get("version") != want["version"]:
+            stale[key] = f"evaluated by an older version (now {want['version']})"
+        elif have != want:
+            changed = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            stale[key] = f"{', '.join(changed)} changed"
+    return stale
+
+
+def _reevaluation_inputs(job: Job) -> tuple[dict[str, Any], dict[str, dict]]:
+    """The finished job's training facts (its metrics.json's `train` and job-level entries, standing in
+    for the train result) and the split entries that stay (current, still in the suite)."""
+    metrics = _read_json(job.directory / "metrics.json")
+    metrics = metrics if isinstance(metrics, dict) else {}
+    stale = stale_splits(job)
+    entries = metrics.get("splits") if isinstance(metrics.get("splits"), dict) else {}
+    keep = {k: v for k, v in entries.items() if k in job.eval.splits and k not in stale}
+    facts = {k: metrics[k] for k in ("train", *JOB_LEVEL_KEYS) if metrics.get(k) is not None}
+    return facts, keep
+
+
+def refuse_changed_training_data(jobs: list[Job], results_dir: Path) -> None:
+    """Refuse to reuse a finished job whose training data file is not the one the suite now names.
+
+    Why: the finished-job check compares settings, and the data path stays the same when a file is
+    regenerated with another seed; its checksum does not. Jobs from before this record are trusted."""
+    changed = []
+    for job in jobs:
+        saved = _read_json(job.directory / TRAIN_DATA_FILE)
+        if not (job.directory / "DONE").exists() or not isinstance(saved, dict):
+            continue
+        now = job.data_checksums.get(job.train_data_name)
+        if saved.get("checksum") != now:
+            changed.append(f"{job.name} (trained on {saved.get('path')} with checksum {str(saved.get('checksum'))[:12]}, "
+                           f"now {str(now)[:12]})")
+    if changed:
+        raise ConfigError(
+            f"{results_dir}: {len(changed)} finished job(s) trained on another data file than the suite's: "
+            f"{', '.join(changed)}. Their results would be reported as if trained on this one. To retrain, move "
+            f"{results_dir} aside or delete those job directories; to keep them, restore the data file."
+        )
 
 
 # ----------------------------------------------------------------------------- executors
@@ -382,6 +481,15 @@ def job_state(job: Job) -> str:
     return "pending"
 
 
+def data_checksum(path: Path | None) -> str | None:
+    """The data file's stored checksum attribute (data/h5.py), None for a file without one or no file."""
+    if path is None or not Path(path).is_file():
+        return None
+    from rsqair_bench.data.h5 import stored_checksum
+
+    return stored_checksum(path)
+
+
 def _data_sets_used(suite: SuiteConfig) -> list[str]:
     names = [suite.train_data] + [s.data for s in suite.eval.splits.values() if s.data in suite.data]
     return list(dict.fromkeys(names))
@@ -427,6 +535,7 @@ def run_suite(
     metrics_fn: MetricsFn | None = None,
     prepare_data: PrepareDataFn | None = None,
     out: Any = None,
+    throughput: str | None = None,
 ) -> RunSummary:
     """Run the unfinished jobs of a validated suite. Train/eval/data steps are injectable (tests).
 
@@ -443,7 +552,7 @@ def run_suite(
     jobs = expand_jobs(suite)
     results_dir = Path(suite.results) / suite.name
     if dry_run:
-        _print_dry_run(suite, jobs, executor, workers, results_dir, out)
+        _print_dry_run(suite, jobs, executor, workers, results_dir, out, throughput)
         return RunSummary([])
     if executor == "ray":
         try:
@@ -451,16 +560,26 @@ def run_suite(
         except ImportError:
             raise ConfigError(RAY_MISSING) from None
     _refuse_stale_done_jobs(jobs, results_dir)
+    checksums = {}
     for name in _data_sets_used(suite):
-        (prepare_data or _default_prepare)(suite.data[name])
+        checksums[name] = data_checksum((prepare_data or _default_prepare)(suite.data[name]))
+    for job in jobs:
+        job.data_checksums = dict(checksums)
+    refuse_changed_training_data(jobs, results_dir)
 
-    todo = seed_major([j for j in jobs if not (j.directory / "DONE").exists()], suite)
-    skipped = [JobOutcome(j.name, "skipped", str(j.directory)) for j in jobs if (j.directory / "DONE").exists()]
+    finished = [j for j in jobs if (j.directory / "DONE").exists()]
+    reevaluate = {j.name: stale_splits(j) for j in finished}
+    reevaluate = {name: why for name, why in reevaluate.items() if why}
+    done_names = {j.name for j in finished}
+    todo = seed_major([j for j in jobs if j.name not in done_names or j.name in reevaluate], suite)
+    skipped = [JobOutcome(j.name, "skipped", str(j.directory)) for j in finished if j.name not in reevaluate]
     print(
-        f"{suite.name}: {len(jobs)} jobs, {len(skipped)} already done, {len(todo)} to run "
-        f"({executor}, {workers} worker{'s' if workers > 1 else ''})",
+        f"{suite.name}: {len(jobs)} jobs, {len(skipped)} already done, {len(todo) - len(reevaluate)} to run, "
+        f"{len(reevaluate)} to evaluate again from best.pt ({executor}, {workers} worker{'s' if workers > 1 else ''})",
         file=out,
     )
+    for name, why in list(reevaluate.items())[:3]:
+        print(f"  {name}: " + "; ".join(f"{k}: {v}" for k, v in why.items()), file=out)
     # no per-job tqdm bar: the live display draws every job, in-process or not
     job_fn = functools.partial(execute_job, progress=False, train_fn=train_fn, eval_fn=eval_fn, metrics_fn=metrics_fn)
     outcomes = _run_jobs(suite, todo, len(jobs), len(skipped), job_fn, executor, workers, out)
@@ -480,7 +599,12 @@ def seed_major(jobs: list[Job], suite: SuiteConfig) -> list[Job]:
     return sorted(jobs, key=lambda j: (suite.seeds.index(j.seed), suite.models.index(j.model)))
 
 
-def _print_dry_run(suite: SuiteConfig, jobs: list[Job], executor: str, workers: int, results_dir: Path, out: Any) -> None:
+def _print_dry_run(suite: SuiteConfig, jobs: list[Job], executor: str, workers: int, results_dir: Path, out: Any,
+                   throughput: str | None = None) -> None:
+    """The jobs, their states and data, then what they will cost (cost.py: iterations and predicted hours)."""
+    from rsqair_bench.cost import cost_lines  # lazy: torch only if a throughput must be measured
+
+    cost = cost_lines(suite, workers, throughput)  # first: a bad --throughput fails before any output
     print(
         f"{len(jobs)} jobs ({len(suite.models)} models x {len(suite.seeds)} seeds), executor {executor}, "
         f"workers {workers}, results in {results_dir}",
@@ -491,6 +615,7 @@ def _print_dry_run(suite: SuiteConfig, jobs: list[Job], executor: str, workers: 
     for name in _data_sets_used(suite):
         path = Path(suite.data[name].path)
         print(f"  data {name}: {path} ({'exists' if path.exists() else 'will be generated'})", file=out)
+    print("\n".join(cost), file=out)
 
 
 def _run_jobs(suite: SuiteConfig, todo: list[Job], total: int, already_done: int, job_fn: Callable[[Job], JobOutcome],
@@ -557,13 +682,23 @@ def _write_suite_report(suite: SuiteConfig, results_dir: Path, out: Any) -> Path
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help="suite YAML file (e.g. suites/quick.yaml)")
-    parser.add_argument("--dry-run", action="store_true", help="list the jobs and where they write; run nothing")
+    parser.add_argument("--dry-run", action="store_true", help="list the jobs, where they write and what they will cost (estimates); run nothing")
     parser.add_argument("--workers", type=int, default=None, help="parallel jobs (default: the suite's workers)")
     parser.add_argument("--executor", choices=["local", "ray"], default=None, help="default: the suite's executor")
     parser.add_argument("--no-report", action="store_true", help="do not write tables and figures at the end")
+    parser.add_argument("--throughput", metavar="FILE|IT_PER_S", default=None,
+                        help="with --dry-run: predict hours from this `bench --json` file, or from an assumed training "
+                             "rate in it/s at the suite's setting (default: the best committed results/bench file)")
 
 
 def command(args: argparse.Namespace) -> int:
     suite = validate_suite(load_config(SuiteConfig, args.suite), args.suite)
-    summary = run_suite(suite, workers=args.workers, executor=args.executor, dry_run=args.dry_run, report=not args.no_report)
+    if args.throughput is not None and not args.dry_run:
+        raise ConfigError("--throughput: only with --dry-run (it feeds the cost estimate)")
+    if not args.dry_run:  # before any data or training work: a cuda suite on a machine without CUDA stops here
+        from rsqair_bench.device import check_run_device  # imports torch
+
+        print(check_run_device(suite.device, args.suite, args.executor or suite.executor))
+    summary = run_suite(suite, workers=args.workers, executor=args.executor, dry_run=args.dry_run, report=not args.no_report,
+                        throughput=args.throughput)
     return summary.exit_code

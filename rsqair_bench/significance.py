@@ -27,6 +27,7 @@ ALPHA = 0.05
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0  # the CI is deterministic: the same metrics.json files give the same report
+POWER = 0.8  # the minimum detectable difference is the one Welch's test finds with this probability
 
 # metrics tested first and named as in table.md / dynamics.md; dotted keys reach into a split's
 # nested blocks; any other top-level `{"mean": ...}` entry of a split follows (e.g. iwae_bound)
@@ -34,6 +35,7 @@ NAMED_METRICS = {
     "data_ll": "data LL",
     "relational_ll": "relational LL",
     "matching.sampled.centre_error_px": "prior centre error px",  # lower is better
+    "matching.sampled.centre_error_px_colliding": "prior centre error px, colliding balls",  # lower is better
     "matching.inferred.coverage": "coverage",
     "matching.inferred.duplicates": "duplicates",  # lower is better
     "matching.inferred.centre_error_px": "inferred centre error px",  # lower is better
@@ -51,6 +53,7 @@ class Comparison:
     ci_low: float = math.nan
     ci_high: float = math.nan
     p_value: float = math.nan  # Welch's two-sided t-test; nan when not testable
+    mdd: float = math.nan  # minimum detectable difference at POWER (`minimum_detectable_difference`)
 
     @property
     def testable(self) -> bool:
@@ -98,15 +101,37 @@ def bootstrap_ci(a: Sequence[float], b: Sequence[float], confidence: float = CON
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def minimum_detectable_difference(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA,
+                                  power: float = POWER) -> float:
+    """The smallest true |mean(b) - mean(a)| that Welch's two-sided test at `alpha` detects with
+    probability `power`, given the seed-to-seed standard deviations measured in `a` and `b`:
+
+        MDD = (t_{1 - alpha/2, df} + t_{power, df}) * sqrt(s_a^2 / n_a + s_b^2 / n_b)
+
+    with s the sample standard deviations (ddof 1) and df Welch-Satterthwaite's degrees of freedom (the
+    usual normal-theory approximation, with t quantiles for few seeds). Why: with 5 seeds, "not
+    significant" alone cannot tell "no effect" from "an effect smaller than the noise allows to see";
+    the MDD says how small. Per test, at the unadjusted alpha (Holm's correction only raises it).
+    nan when neither side varies."""
+    from scipy import stats
+
+    a_arr, b_arr = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    va, vb = a_arr.var(ddof=1) / len(a_arr), b_arr.var(ddof=1) / len(b_arr)  # squared standard errors
+    if va + vb == 0.0:
+        return math.nan
+    df = (va + vb) ** 2 / (va**2 / (len(a_arr) - 1) + vb**2 / (len(b_arr) - 1))
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * math.sqrt(va + vb))
+
+
 def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
-    """mean(b) - mean(a) with CI and p-value when both sides have at least MIN_SEEDS seeds."""
+    """mean(b) - mean(a) with CI, p-value and MDD when both sides have at least MIN_SEEDS seeds."""
     if not len(a) or not len(b):
         return Comparison(len(a), len(b), math.nan)
     diff = float(np.mean(b) - np.mean(a))
     if min(len(a), len(b)) < MIN_SEEDS:
         return Comparison(len(a), len(b), diff)
     low, high = bootstrap_ci(a, b)
-    return Comparison(len(a), len(b), diff, low, high, welch_p_value(a, b))
+    return Comparison(len(a), len(b), diff, low, high, welch_p_value(a, b), minimum_detectable_difference(a, b))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -182,6 +207,9 @@ def _fmt_p(value: float) -> str:
     return f"{value:.3f}" if value >= 0.001 else "<0.001"
 
 
+MDD_COLUMN = f"MDD ({POWER:.0%} power)"
+
+
 def comparison_rows(tests: list[tuple[dict[str, str], Comparison]], alpha: float = ALPHA) -> pd.DataFrame:
     """Table rows from labelled comparisons; Holm's correction runs over every testable row."""
     adjusted = holm([c.p_value if c.testable else math.nan for _, c in tests])
@@ -195,9 +223,10 @@ def comparison_rows(tests: list[tuple[dict[str, str], Comparison]], alpha: float
             row["p (Welch)"] = _fmt_p(c.p_value)
             row["p (Holm)"] = _fmt_p(p_holm)
             row["significant"] = "*" if p_holm < alpha else ""
+            row[MDD_COLUMN] = "—" if math.isnan(c.mdd) else f"{c.mdd:.2f}"
         else:
             reason = c.not_tested_reason()
-            row.update({"95% CI": reason, "p (Welch)": reason, "p (Holm)": reason, "significant": ""})
+            row.update({"95% CI": reason, "p (Welch)": reason, "p (Holm)": reason, "significant": "", MDD_COLUMN: reason})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -231,6 +260,8 @@ def caption(baseline_label: str, table: pd.DataFrame, alpha: float = ALPHA, diff
         f"lower centre error and duplicates are better), "
         f"with seed-level means as the unit (samples averaged within a seed first). "
         f"95% CI: percentile bootstrap over seeds ({N_RESAMPLES} resamples). p: Welch's two-sided t-test. "
+        f"MDD: the smallest true difference Welch's test at {alpha:g} finds with {POWER:.0%} probability, from the "
+        f"measured seed-to-seed spread (a non-significant difference is smaller than this, or absent). "
         + (
             f"* = significant at {alpha:g} after Holm's correction over the {tested} tests in this table. "
             if tested

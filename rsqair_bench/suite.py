@@ -18,6 +18,7 @@ from pathlib import Path, PurePath
 from rsqair_bench.config import (
     DataSetConfig,
     EvalConfig,
+    EvalSplit,
     JobConfig,
     SuiteConfig,
     check_eval_config,
@@ -26,8 +27,19 @@ from rsqair_bench.config import (
     check_train_config,
     load_config,
 )
-from rsqair_bench.data.limits import MAX_FRAMES, MAX_SEQUENCES, MAX_SIZE, MIN_SIZE
+from rsqair_bench.data.limits import (
+    MAX_EVAL_BATCH_BYTES,
+    MAX_FRAMES,
+    MAX_SEQUENCES,
+    MAX_SIZE,
+    MEMORY_FRACTION,
+    MIN_SIZE,
+    available_memory,
+    check_memory,
+    eval_memory_bytes,
+)
 from rsqair_bench.errors import ConfigError, RegistryError
+from rsqair_bench.seeding import effective_seed, seed_error
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _DATA_SUFFIXES = (".h5", ".hdf5")
@@ -46,6 +58,8 @@ class Job:
     directory: Path  # results/<suite>/<model>/seed<k>
     eval: EvalConfig = field(default_factory=EvalConfig)
     data_paths: dict[str, str] = field(default_factory=dict)  # data set name -> .h5 path
+    train_data_name: str = ""  # the suite's name of the training data set (a key of data_paths)
+    data_checksums: dict[str, str | None] = field(default_factory=dict)  # data set name -> file checksum (`run`)
 
     @property
     def name(self) -> str:
@@ -79,7 +93,7 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
 
 
 def _check_models(suite: SuiteConfig, fail: Fail) -> None:
-    from rsqair_bench import registry  # lazy: imports torch; plugins run code
+    from rsqair_bench import registry  # lazy: plugins run code
 
     if not suite.models:
         fail("models", "expected at least one model, found an empty list")
@@ -90,16 +104,24 @@ def _check_models(suite: SuiteConfig, fail: Fail) -> None:
         seen_models[model] = i
         if not registry.is_model_name(model):
             fail(f"models[{i}]", f"unknown model {model!r} (expected 'sqair' or 'sqair+<relation>')")
-    try:
-        registry.load_plugins(list(suite.plugins))
-        known = registry.model_names()
-    except RegistryError as err:
-        fail("plugins", str(err))
-    for i, model in enumerate(suite.models):
-        if model not in known:
-            fail(f"models[{i}]", f"unknown model {model!r} (known: {', '.join(sorted(known))})")
+    if not _relations_statically_valid(suite):  # else the relations' files need no import (nor torch)
+        try:
+            registry.load_plugins(list(suite.plugins))
+            known = registry.model_names()
+        except RegistryError as err:
+            fail("plugins", str(err))
+        for i, model in enumerate(suite.models):
+            if model not in known:
+                fail(f"models[{i}]", f"unknown model {model!r} (known: {', '.join(sorted(known))})")
     if suite.baseline is not None and suite.baseline not in suite.models:
         fail("baseline", f"expected one of the suite's models ({', '.join(suite.models)}), found {suite.baseline!r}")
+
+
+def _relations_statically_valid(suite: SuiteConfig) -> bool:
+    """Every model and relation option of `suite` is fine by the text of `baselines/` (registry.statically_valid)."""
+    from rsqair_bench import registry
+
+    return registry.statically_valid(list(suite.models), dict(suite.model_config.relation_options), list(suite.plugins))
 
 
 def _check_ranges(suite: SuiteConfig, where: str) -> None:
@@ -108,6 +130,8 @@ def _check_ranges(suite: SuiteConfig, where: str) -> None:
     check_model_config(suite.model_config, where)
     check_train_config(suite.train, where)
     check_eval_config(suite.eval, where)
+    if _relations_statically_valid(suite):
+        return
     for model in suite.models:
         registry.check_relation_options(model, suite.model_config, suite.plugins, where)
 
@@ -115,13 +139,14 @@ def _check_ranges(suite: SuiteConfig, where: str) -> None:
 def _check_seeds(suite: SuiteConfig, fail: Fail) -> None:
     if not suite.seeds:
         fail("seeds", "expected at least one seed, found an empty list")
-    seen_seeds: set[int] = set()
+    seen_seeds: dict[int, int] = {}  # effective seed -> its first index
     for i, seed in enumerate(suite.seeds):
-        if seed < 0:
-            fail(f"seeds[{i}]", f"expected a non-negative seed, found {seed}")
-        if seed in seen_seeds:
+        problem = seed_error(seed)
+        if problem:
+            fail(f"seeds[{i}]", problem)
+        first = seen_seeds.setdefault(effective_seed(seed), i)
+        if first != i:  # compared as the random streams see them (seeding.effective_seed)
             fail(f"seeds[{i}]", f"duplicated seed {seed}")
-        seen_seeds.add(seed)
 
 
 def _check_data(suite: SuiteConfig, fail: Fail) -> None:
@@ -137,6 +162,44 @@ def _check_data(suite: SuiteConfig, fail: Fail) -> None:
             fail(f"data.{suite.train_data}.splits", f"training data needs a {split!r} split, found {sorted(train_ds.splits)}")
     if suite.train.curriculum_max > train_ds.frames:
         fail("train.curriculum_max", f"{suite.train.curriculum_max} frames but data.{suite.train_data} has {train_ds.frames}")
+    _check_data_fits_the_jobs(suite, fail)
+    _check_shared_paths(suite, fail)
+
+
+def _check_data_fits_the_jobs(suite: SuiteConfig, fail: Fail) -> None:
+    """What every job would fail on at run time, known from the suite alone (issue: `validate` said ok,
+    then each job failed): frames smaller than the model's crop, a batch larger than the training set."""
+    crop = suite.model_config.image_size
+    used = [suite.train_data] + [sp.data for sp in suite.eval.splits.values() if sp.data in suite.data]
+    for name in dict.fromkeys(used):
+        size = suite.data[name].size
+        if size < crop:
+            fail(f"data.{name}.size", f"{size} pixels, smaller than the {crop}x{crop} crop the model reads "
+                                      f"(model_config.image_size); expected >= {crop}")
+    training = suite.data[suite.train_data].splits["training"]
+    if suite.train.batch_size > training:
+        fail("train.batch_size", f"{suite.train.batch_size} but data.{suite.train_data}.splits.training has "
+                                 f"{training} sequences; expected at most {training}")
+
+
+_GENERATED = ("balls", "frames", "size", "seed", "splits")  # what decides a generated file's content
+
+
+def _check_shared_paths(suite: SuiteConfig, fail: Fail) -> None:
+    """Two data sets with one `path` must describe one file: otherwise the first generated wins and the
+    other is refused (or, for a file from elsewhere, silently read) at run time."""
+    seen: dict[Path, str] = {}
+    for name, ds in suite.data.items():
+        key = Path(ds.path).expanduser().resolve()
+        other = seen.setdefault(key, name)
+        if other == name:
+            continue
+        first = suite.data[other]
+        for field_name in _GENERATED:
+            if getattr(first, field_name) != getattr(ds, field_name):
+                fail(f"data.{name}.path", f"{ds.path!r} is also data.{other}.path, but {field_name} differs "
+                                          f"({getattr(ds, field_name)!r} vs {getattr(first, field_name)!r}); "
+                                          "expected one path per data set")
 
 
 def _check_eval_splits(suite: SuiteConfig, where: str, fail: Fail) -> None:
@@ -151,13 +214,37 @@ def _check_eval_splits(suite: SuiteConfig, where: str, fail: Fail) -> None:
         elif not sp.data.endswith(_DATA_SUFFIXES):
             fail(f"{k}.data", f"unknown data set {sp.data!r} (expected one of {', '.join(suite.data)} or an .h5 path)")
         check_eval_split(sp, where, k)
+        _check_eval_memory(suite, k, sp, fail)
+
+
+def _check_eval_memory(suite: SuiteConfig, key: str, sp: EvalSplit, fail: Fail) -> None:
+    """The memory of one evaluation batch, estimated as `eval` does (limits.eval_memory_bytes), so that
+    `eval.samples: 10**9` is refused now and not after all training. On the CPU the bound is this
+    machine's memory (as `eval` checks it); for a GPU, which this check does not query, a bound no
+    device reaches; `eval` checks the device's free memory again before the first batch."""
+    ds = suite.data.get(sp.data)
+    n = sp.sequences if sp.sequences is not None else (ds.splits.get(sp.split) if ds is not None else None)
+    batch = min(suite.eval.batch_size, n) if n else suite.eval.batch_size
+    slots = sp.max_objects if sp.max_objects is not None else suite.model_config.max_objects
+    cfg = suite.eval
+    need = eval_memory_bytes(batch, cfg.samples, cfg.particles, sp.frames, suite.model_config.image_size, slots)
+    available = available_memory() if suite.device == "cpu" else MAX_EVAL_BATCH_BYTES / MEMORY_FRACTION
+    try:
+        check_memory(need, f"one evaluation batch ({batch} sequences x {max(cfg.samples, cfg.particles)} "
+                           f"samples/particles x {sp.frames} frames x {slots} object slots)",
+                     "lower eval.samples, eval.particles or eval.batch_size", available=available)
+    except ConfigError as err:
+        fail(key, str(err))
 
 
 def _check_where_to_run(suite: SuiteConfig, fail: Fail) -> None:
-    from rsqair_bench.device import DEVICE_NAMES, is_device_name  # lazy: imports torch
+    from rsqair_bench.device import DEVICE_NAMES, is_device_name
 
     if ".." in PurePath(suite.results).parts:
         fail("results", f"path {suite.results!r} escapes with '..' (expected a directory inside the project or an absolute path)")
+    system = _system_directory(Path(suite.results))
+    if system is not None:
+        fail("results", f"{suite.results!r} is {system}; expected a directory of your own (e.g. results)")
     blocker = _file_in_the_way(Path(suite.results) / suite.name)
     if blocker is not None:
         fail("results", f"{str(blocker)!r} is a file, expected a directory (or nothing) at {suite.results!r}/{suite.name}")
@@ -169,6 +256,27 @@ def _check_where_to_run(suite: SuiteConfig, fail: Fail) -> None:
         fail("ray.num_cpus_per_job", f"expected > 0, found {suite.ray.num_cpus_per_job}")
     if suite.ray.num_gpus_per_job < 0:
         fail("ray.num_gpus_per_job", f"expected >= 0, found {suite.ray.num_gpus_per_job}")
+
+
+_PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")  # nothing below these is a place for results
+_SYSTEM_DIRECTORIES = ("/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/sbin", "/usr", "/var", "/run")
+
+
+def _system_directory(results: Path) -> str | None:
+    """What `results` is when it is the filesystem root or a system directory (`results: /proc`), else None.
+
+    Why: such a suite validated, and `run` would have made <results>/<suite>/ there (or failed deep in
+    the first job)."""
+    resolved = results.expanduser().resolve()
+    if resolved == Path(resolved.anchor):
+        return "the filesystem root"
+    text = resolved.as_posix()
+    for top in _PSEUDO_FILESYSTEMS:
+        if text == top or text.startswith(top + "/"):
+            return f"inside the system's {top} filesystem"
+    if text in _SYSTEM_DIRECTORIES:
+        return "a system directory"
+    return None
 
 
 def _file_in_the_way(directory: Path) -> Path | None:
@@ -221,6 +329,7 @@ def expand_jobs(suite: SuiteConfig) -> list[Job]:
                     directory=root / model / f"seed{seed}",
                     eval=copy.deepcopy(suite.eval),
                     data_paths=dict(data_paths),
+                    train_data_name=suite.train_data,
                 )
             )
     return jobs

@@ -16,6 +16,11 @@
   iteration, early stopping, RNG states) every `checkpoint_every` iterations and at the end;
   `best.pt` (model at the best validation) separately. Rerunning the same command resumes.
 
+`model_config.compile` without a working C++ compiler (compiler.compiler_problem, asked before
+anything is written) trains eager with one warning and records why (`TrainStats.compile_fallback`).
+While the first step compiles, status.json shows the phase `compiling`; its duration is logged
+and recorded (`compile_seconds`).
+
 Determinism: nothing draws from the global RNG. The model is initialised under
 `torch.random.fork_rng()` seeded from the job seed (the global state is restored afterwards);
 the data order and windows are pure functions of (seed, epoch/iteration) via seeded
@@ -30,6 +35,7 @@ import csv
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from rsqair_bench import checkpoint as ckpt
+from rsqair_bench.compiler import compiler_problem
 from rsqair_bench.config import (
     JobConfig,
     ModelConfig,
@@ -240,6 +247,9 @@ class TrainResult:
     nan_skips: int
     config_hash: str
     parameters: dict[str, int] = field(default_factory=dict)
+    compiled: bool = False  # the steps ran compiled (model_config.compile and a working C++ compiler)
+    compile_fallback: str | None = None  # why they ran eager although model_config.compile was set
+    compile_seconds: float | None = None  # this run's first compiled step, compilation included
 
     def train_stats(self) -> dict[str, Any]:
         """The `train` entry of metrics.json."""
@@ -363,6 +373,9 @@ class _Run:
     model_cfg_hash: str
     job_hash: str
     state: TrainState = field(default_factory=TrainState)
+    compiled: bool = False  # `update` and the model's frames are compiled
+    compile_fallback: str | None = None  # why not, although model_config.compile was set
+    compile_seconds: float | None = None  # set once this run's first (compiling) step is done
 
     @property
     def cfg(self) -> TrainConfig:
@@ -384,7 +397,8 @@ class _Run:
             peak_memory_mb=max(st.peak_mb, peak_memory_mb(self.device)), best_validation_bound=self.stopper.best,
             best_iteration=self.stopper.best_iteration, checkpoint=self.latest, best_checkpoint=self.best,
             stopped_early=st.stopped_early, finished=st.finished, nan_skips=st.nan_skips, config_hash=self.job_hash,
-            parameters=self.parameters,
+            parameters=self.parameters, compiled=self.compiled, compile_fallback=self.compile_fallback,
+            compile_seconds=self.compile_seconds,
         )
 
     def snapshot(self, kind: str) -> dict[str, Any]:
@@ -428,8 +442,9 @@ def train_job(
     check_model_config(job.model_config)
     check_train_config(job.train)
     device = resolve_device(job.device)
+    fallback = compile_fallback(job.model_config)
     data = _load_data(job, dataset_factory or default_dataset_factory)
-    run = _build_run(job, Path(out_dir), device, model_factory or default_model_factory(job.plugins))
+    run = _build_run(job, Path(out_dir), device, model_factory or default_model_factory(job.plugins), fallback)
     _resume(run)
     if run.state.finished:
         log.info("%s: training already finished at iteration %d", run.latest, run.state.iteration)
@@ -466,12 +481,28 @@ def _load_data(job: JobConfig, dataset_factory: DatasetFactory) -> _TrainData:
     return _TrainData(train_base, val_ds, n_train, total_frames)
 
 
-def _build_run(job: JobConfig, out_dir: Path, device: torch.device, factory: ModelFactory) -> _Run:
-    """Model (seeded init), optimizer, lr schedule, noise generator and early stopping, fresh."""
+def compile_fallback(config: ModelConfig) -> str | None:
+    """Why `config.compile` cannot be honoured here (compiler.compiler_problem), warned once per job; None
+    when it can or was not asked for. Then the job trains eager: the same model and update, slower steps."""
+    if not config.compile:
+        return None
+    problem = compiler_problem()
+    if problem is not None:
+        log.warning("model_config.compile is set but %s: training eager instead", problem)
+    return problem
+
+
+def _build_run(job: JobConfig, out_dir: Path, device: torch.device, factory: ModelFactory,
+               fallback: str | None = None) -> _Run:
+    """Model (seeded init), optimizer, lr schedule, noise generator and early stopping, fresh.
+
+    `fallback` (compile_fallback's reason): build the model and update eager although model_config.compile
+    is set; job.model_config itself, and so config.yaml and the checkpoints' model config, stay as given."""
     cfg = job.train
-    model = build_seeded_model(factory, job.model, job.model_config, job.seed).to(device)
+    model_config = job.model_config if fallback is None else dataclasses.replace(job.model_config, compile=False)
+    model = build_seeded_model(factory, job.model, model_config, job.seed).to(device)
     model.train()
-    compiled = job.model_config.compile
+    compiled = model_config.compile
     optimizer = build_optimizer(model, cfg, compiled)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate_factor(i, cfg))
     relation = getattr(model, "relation", None)
@@ -484,6 +515,7 @@ def _build_run(job: JobConfig, out_dir: Path, device: torch.device, factory: Mod
         parameters={"total": count_parameters(model),
                     "relation": count_parameters(relation) if relation is not None else 0},
         model_cfg_hash=ckpt.config_hash(job.model_config), job_hash=job_hash(job),
+        compiled=compiled, compile_fallback=fallback,
     )
 
 
@@ -566,6 +598,9 @@ def _train_loop(run: _Run, data: _TrainData, stop: int, progress: bool) -> None:
     t_start = time.perf_counter() - st.elapsed
     try:
         for x in loader:
+            compiling = run.compiled and run.compile_seconds is None  # this run's first step compiles
+            if compiling:
+                outputs.status.phase("compiling")
             t0 = time.perf_counter()
             seq_len, lr = x.shape[1], cfg.learning_rate * learning_rate_factor(st.iteration, cfg)
             loss_value, bound_value = _step(run, x, outputs)
@@ -580,6 +615,10 @@ def _train_loop(run: _Run, data: _TrainData, stop: int, progress: bool) -> None:
             st.elapsed = time.perf_counter() - t_start
             outputs.bar.update(1)
             outputs.status.step(st.iteration, bound_value)
+            if compiling:
+                run.compile_seconds = dt
+                outputs.status.phase("training")
+                log.info("iteration %d: the first compiled step took %.1f s (compilation included)", st.iteration, dt)
             if st.iteration % cfg.log_every == 0:
                 outputs.log_row(run, seq_len, lr)
             _validate_and_checkpoint(run, data.validation, validate_every, stop, outputs, t_start)
@@ -679,11 +718,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def check_train_outputs(config_path: Path, job: JobConfig, out: Path) -> None:
+    """Refuse a `--out` whose files would replace an input: the job file, its `train_data` or a plugin.
+
+    Why: a job whose train_data or job file is one of the files training writes in `--out`
+    (checkpoint.pt, best.pt, train_log.csv, ...) had that input replaced by a checkpoint or appended
+    to with log rows. One exception: the job file may be `--out`'s own config.yaml when rewriting it
+    changes no byte (resuming with the config.yaml a run wrote), since that writes over nothing."""
+    from rsqair_bench.io import check_outputs
+    from rsqair_bench.job_status import STATUS_FILE
+
+    outputs = {f"--out's {name}": out / name for name in ("config.yaml", LATEST, BEST, LOG_FILE, STATUS_FILE)}
+    own_config = out / "config.yaml"
+    if own_config.is_file() and config_path.is_file() and os.path.samefile(own_config, config_path) \
+            and config_path.read_bytes() == dump_yaml(job).encode():
+        outputs.pop("--out's config.yaml")
+    inputs = {"the job config": config_path, "train_data": job.train_data,
+              **{f"plugin {p}": p for p in job.plugins}}
+    check_outputs(inputs, outputs)
+
+
 def command(args: argparse.Namespace) -> int:
     job = load_config(JobConfig, args.config)
     if args.device:
         job = dataclasses.replace(job, device=args.device)
     check_job(job, f"{args.config}:")  # every range, before --out is touched
+    check_train_outputs(Path(args.config), job, Path(args.out))
     with directory_lock(Path(args.out)):  # the runner's lock: one trainer per job directory
         result = train_job(job, Path(args.out), progress=not args.no_progress)
     how = "early-stopped" if result.stopped_early else "finished"

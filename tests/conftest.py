@@ -5,6 +5,10 @@ other work, two intra-op threads wait on each other at every op, which made such
 slower and their timings erratic; one thread is as fast for these sizes. A test that needs another
 count sets it itself (tests/test_learning.py uses 2); `_restore_one_thread` puts the count back to
 1 after each test so such a setting never leaks into the tests that follow.
+
+`@pytest.mark.needs_compiler`: a test that runs torch.compile with inductor (which builds C++)
+is skipped, with the reason, where no working C++ compiler is found (compiler.compiler_problem),
+instead of failing after a minute with a 100-line InductorError.
 """
 
 from __future__ import annotations
@@ -19,10 +23,24 @@ SESSION_THREADS = 1
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_compiler: runs torch.compile (inductor builds C++); skipped without a compiler")
     torch.set_num_threads(SESSION_THREADS)
     # Subprocesses the tests start (`python -m rsqair_bench ...`) get one thread too, unless the
     # caller chose otherwise; the runner's workers still apply their own `torch_threads`.
     os.environ.setdefault("OMP_NUM_THREADS", str(SESSION_THREADS))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the `needs_compiler` tests where inductor has no C++ compiler (probed once, only if one is selected)."""
+    marked = [item for item in items if item.get_closest_marker("needs_compiler")]
+    if not marked:
+        return
+    from rsqair_bench.compiler import compiler_problem
+
+    problem = compiler_problem()
+    if problem is not None:
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=f"torch.compile cannot run here: {problem}"))
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ def test_adam_is_available_for_short_runs():
     assert isinstance(optimizer, torch.optim.Adam)
 
 
+@pytest.mark.needs_compiler
 @pytest.mark.parametrize("name", ["rmsprop", "adam"])
 def test_compiled_update_matches_eager_and_does_not_recompile_when_the_lr_changes(name):
     """model_config.compile compiles the optimizer update too (train.optimizer_update); the schedule's

@@ -108,6 +108,7 @@ def test_plugin_named_in_a_suite_is_validated(tmp_path: Path) -> None:
         models: [sqair, sqair+suite_plugin_rel]
         seeds: [0]
         data: {{balls4: {{path: {tmp_path / 'b.h5'}, splits: {{training: 4, validation: 2, test: 2}}}}}}
+        train: {{batch_size: 4}}
         plugins: [{path}]
     """))
     suite = load_config(SuiteConfig, suite_file)

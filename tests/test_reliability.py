@@ -152,7 +152,8 @@ def _fake_suite(tmp_path: Path, seeds: list[int], workers: int) -> SuiteConfig:
            "results": str(tmp_path / "results"),
            "data": {"balls4": {"path": str(tmp_path / "b4.h5"), "frames": 12,
                                "splits": {"training": 10, "validation": 5, "test": 5}}},
-           "train": {"curriculum_max": 10}, "eval": {"samples": 2, "splits": {"balls4/test": {"data": "balls4"}}}}
+           "train": {"curriculum_max": 10, "batch_size": 4},
+           "eval": {"samples": 2, "splits": {"balls4/test": {"data": "balls4"}}}}
     path = _write_yaml(tmp_path / "fake.yaml", doc)
     return validate_suite(load_config(SuiteConfig, path), path)
 

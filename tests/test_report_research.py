@@ -60,7 +60,7 @@ def test_significance_in_every_report_with_a_settable_baseline(tmp_path: Path) -
     assert "+30.00" in in_row and "*" in in_row  # seed means 400.5..402.5 vs 430.5..432.5: Welch p < 0.001
     assert "n/a (1 seeds)" in text  # sqair+rmc has one seed
     csv = (tmp_path / "report" / "significance.csv").read_text()
-    assert csv.splitlines()[0] == "model,split,metric,seeds,difference,95% CI,p (Welch),p (Holm),significant"
+    assert csv.splitlines()[0] == "model,split,metric,seeds,difference,95% CI,p (Welch),p (Holm),significant,MDD (80% power)"
 
     assert main(["report", str(tmp_path), "--baseline", "sqair+in"]) == 0
     text = (tmp_path / "report" / "significance.md").read_text()
@@ -124,9 +124,10 @@ def test_compare_two_results_directories(tmp_path: Path, capsys: pytest.CaptureF
     cells = [c.strip() for c in row.split("|")[1:-1]]
     # seed means (samples base + seed + 0, 0.5, 1): A 400.5, 401.5, 402.5 and B 410.5, 411.5, 412.5: +10, p < 0.001
     assert cells[3:6] == ["401.50 ± 1.00 (3)", "411.50 ± 1.00 (3)", "3 vs 3"]
-    assert cells[6] == "+10.00" and cells[-1] == "*"
+    # MDD: sd 1 on both sides, n 3 -> df 4: (t_.975 + t_.8) * sqrt(2/3) = (2.776 + 0.941) * 0.816 = 3.04
+    assert cells[6] == "+10.00" and cells[-2:] == ["*", "3.04"]
     balls678 = next(line for line in text.splitlines() if line.startswith("| SQAIR   | balls678/test | data LL"))
-    assert "+0.00" in balls678 and balls678.rstrip(" |").endswith("1.000")
+    assert "+0.00" in balls678 and "| 1.000 " in balls678
     speed = [c.strip() for c in text.split("## Throughput")[1].splitlines()[4].split("|")[1:-1]]
     assert speed == ["SQAIR", "21.0", "41.0", "1.95x", "41.0", "41.0", "1.00x", "cpu", "cuda (H100)"]  # 41 / 21
     assert (out / "compare.csv").read_text().count("\n") == 1 + 2 * 3  # header + 2 splits x 3 metrics of sqair

@@ -88,7 +88,7 @@ def _suite(tmp_path: Path, seeds: list[int], workers: int = 1) -> tuple[Path, Su
         "results": str(tmp_path / "results"),
         "data": {"balls4": {"path": str(tmp_path / "b4.h5"), "frames": 12,
                             "splits": {"training": 10, "validation": 5, "test": 5}}},
-        "train": {"curriculum_max": 10},
+        "train": {"curriculum_max": 10, "batch_size": 4},  # at most the 10 training sequences (validate)
         "eval": {"samples": 2, "splits": {"balls4/test": {"data": "balls4"}}},
     }
     path = tmp_path / "fake.yaml"

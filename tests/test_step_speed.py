@@ -651,6 +651,7 @@ def test_pre_drawn_noise_keeps_the_sampling_distribution():
 # slow: C++ compilation of the first-frame and later-frame graphs, forward and backward, with a cold inductor
 # cache (/tmp/torchinductor_<user>) on the shared 2-core box; seconds with a warm one.
 @pytest.mark.slow
+@pytest.mark.needs_compiler
 def test_compiled_model_matches_eager_loss_and_gradients(caplog, float64):
     """`model_config.compile` (torch.compile of a whole frame, inductor on CPU) gives the eager loss
     and gradients, with no graph breaks and one graph per kind of frame. In float64, so that the

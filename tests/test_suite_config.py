@@ -23,7 +23,7 @@ BASE = {
         "balls4": {"path": "data/b4.h5", "frames": 12, "splits": {"training": 10, "validation": 5, "test": 5}},
         "balls678": {"path": "data/b678.h5", "balls": "6-8", "frames": 12, "splits": {"test": 5}},
     },
-    "train": {"curriculum_max": 10},
+    "train": {"curriculum_max": 10, "batch_size": 4},  # at most the 10 training sequences (validate)
     "eval": {"splits": {"balls4/test": {"data": "balls4"}, "balls678/test": {"data": "balls678", "max_objects": 8}}},
 }
 

@@ -403,6 +403,18 @@ def validate_split(f: Any, path: str | Path, split: str, min_frames: int | None 
     return SplitInfo(split, frames, sequences, height, width, dtypes, shapes)
 
 
+def stored_checksum(path: str | Path) -> str | None:
+    """The file's `checksum` attribute as written (not recomputed: cheap at every `run`); None when absent.
+
+    Why: it identifies a data file's content, so `run` can tell a regenerated file (another seed, the
+    same path) from the one a finished job used."""
+    with open_h5(path) as f:
+        raw = f.attrs.get("checksum")
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    return None if raw is None else str(raw)
+
+
 def file_parameters(f: Any) -> dict[str, Any] | None:
     """Generator parameters stored by `generate_file`; None for files from elsewhere (e.g. R-NEM's)."""
     raw = f.attrs.get("parameters")

@@ -73,6 +73,17 @@ def check_memory(needed: float, what: str, remedy: str, available: int | None = 
         )
 
 
+EVAL_TENSORS_PER_PIXEL = 6  # frames in, frames out, and about 4 canvases per object slot in flight (float32)
+MAX_EVAL_BATCH_BYTES = 2**41  # 2 TiB: more than any one accelerator has; `validate`'s bound for a GPU it cannot see
+
+
+def eval_memory_bytes(batch: int, samples: int, particles: int, frames: int, image_size: int, slots: int) -> float:
+    """Rough peak bytes of one evaluation batch: every row is expanded to max(samples, particles) copies,
+    each holding T frames plus a full-size canvas per object slot (evaluate.check_eval_memory, `validate`)."""
+    rows = batch * max(samples, particles)
+    return float(rows * frames * image_size * image_size * 4 * (EVAL_TENSORS_PER_PIXEL + 4 * slots))
+
+
 def generate_memory_bytes(chunk: int, frames: int, size: int, n_max: int, radius: float) -> float:
     """Peak bytes of generating one chunk of `chunk` sequences (see data/render.py and data/h5.py).
 

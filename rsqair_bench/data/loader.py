@@ -18,6 +18,30 @@ from rsqair_bench.data.h5 import open_h5, validate_split
 from rsqair_bench.errors import DataError
 
 
+RANGE_CHECK_SEQUENCES = 8  # sequences read when a file is opened, spread over the split (first and last included)
+RANGE_SLACK = 1e-6  # float features may round a hair outside [0, 1]
+
+
+def check_feature_range(f: Any, path: str | Path, split: str) -> None:
+    """Refuse float features outside [0, 1] (or not finite), read from a few sequences when the file is opened.
+
+    Why: the model's likelihood scores pixel intensities in [0, 1]. A file scaled by 1e6 was scored
+    without a word (data LL -7.6e14 beside a "perfect" reference of 712). Bool and integer features
+    are read as 0/1, so only floats are checked; a sample of sequences keeps opening a 50,000-sequence
+    file cheap, and catches a file scaled or stored in another unit as a whole.
+    """
+    ds = f[split]["features"]
+    if ds.dtype.kind != "f":
+        return
+    n = int(ds.shape[1])
+    for index in sorted({int(i) for i in np.linspace(0, n - 1, min(n, RANGE_CHECK_SEQUENCES))}):
+        values = np.asarray(ds[:, index])
+        low, high = float(np.min(values)), float(np.max(values))
+        if not (np.isfinite(low) and np.isfinite(high)) or low < -RANGE_SLACK or high > 1 + RANGE_SLACK:
+            raise DataError(f"{path}: {split}/features sequence {index} has values in [{low:g}, {high:g}], "
+                            "expected pixel intensities in [0, 1] (a float file scaled otherwise is not scored)")
+
+
 class BallsDataset(Dataset):
     """Items: {"features": float32 [T, 1, c, c], "groups": int64 [T, 1, c, c], "collisions": bool [T, 1, c, c]}.
 
@@ -35,6 +59,7 @@ class BallsDataset(Dataset):
             raise DataError(f"{self.path}: {split}: crop found {crop}, expected a positive integer")
         with open_h5(self.path) as f:
             info = validate_split(f, self.path, split, min_frames=frames, min_size=crop)
+            check_feature_range(f, self.path, split)
         self.info = info
         self.frames = frames if frames is not None else info.frames
         self.crop = crop

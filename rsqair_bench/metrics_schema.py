@@ -1,0 +1,172 @@
+"""Reading one metrics.json: its bytes, its JSON and its schema, each refused with one line.
+
+Why a checked reader: the report, `report --compare`, the significance tests and the GIFs index into
+these files directly. A file that is not UTF-8, a `splits` that is a list, a `seed` that is a string
+or a per-sample score of `"abc"` used to end the report in a traceback, and a FIFO named
+`metrics.json` hung it. Every value the readers use is checked here for its type (unknown keys are
+left alone: newer code may add fields), so a bad file is one `DataError` naming the file, the key,
+what was found and what was expected.
+
+`schema_version`: the layout version the writer records (`metrics.write_metrics`). A file without
+one was written before the field existed and reads as version 1, which is the current layout.
+
+No torch here: `report` imports this module and stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rsqair_bench.errors import DataError
+from rsqair_bench.io import os_error_line, read_regular_file
+
+SCHEMA_VERSION = 1  # metrics.json layout; a file without `schema_version` predates the field and is version 1
+SEED_LIMIT = 2**63  # seeds are in [0, 2**63) (seeding.check_seed)
+
+_JOB_TEXT = ("suite", "config_hash", "device", "torch_version")
+_SPLIT_INTS = ("frames", "samples", "sequences", "max_objects", "sequences_with_collision", "checkpoint_iteration")
+_SPLIT_NUMBERS = ("count_accuracy", "eval_sequences_per_s", "peak_memory_mb", "empty_frame_data_ll")
+_SCORES = ("data_ll", "relational_ll")
+
+
+class _Checker:
+    """Type checks that raise one DataError: `PATH: KEY: expected WHAT, found VALUE`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, expected: str, value: Any) -> None:
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        raise DataError(f"{self.path}: {key}: expected {expected}, found {type(value).__name__} {shown}")
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(key, "a mapping", value)
+        return value
+
+    def text(self, value: Any, key: str, optional: bool = True) -> None:
+        if not (isinstance(value, str) or (optional and value is None)):
+            self.fail(key, "a string" + (" or null" if optional else ""), value)
+
+    def integer(self, value: Any, key: str, low: int = -(2**63), high: int = 2**63, optional: bool = True) -> None:
+        if optional and value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value < high:
+            self.fail(key, f"an integer in [{low}, {high})" + (" or null" if optional else ""), value)
+
+    def number(self, value: Any, key: str) -> None:
+        """A finite number or null (the writer stores NaN/inf as null; JSON has no literal for them)."""
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, "a finite number or null", value)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(key, "a finite number or null (NaN/inf are written as null)", value)
+        if isinstance(value, int) and abs(value) >= 2**1023:  # would not fit a float: overflows every mean
+            self.fail(key, "a finite number or null", value)
+
+
+def parse_metrics(raw: bytes, path: Path) -> dict[str, Any]:
+    """The checked content of one metrics.json file's bytes; DataError naming `path` otherwise."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                        "expected a metrics.json written by rsqair-bench") from None
+    try:
+        metrics = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not a readable metrics.json ({err})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not a readable metrics.json (nested too deeply)") from None
+    check_metrics(metrics, path)
+    return metrics
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """Read and check `path` (a regular file only: a FIFO would block the reader forever)."""
+    try:
+        raw = read_regular_file(path)
+    except OSError as err:
+        raise DataError(f"not a readable metrics.json ({os_error_line(err, path)})") from None
+    return parse_metrics(raw, path)
+
+
+def check_metrics(metrics: Any, path: Path) -> None:
+    """Raise DataError at the first value of the metrics.json schema with a wrong type (docs/metrics.md)."""
+    c = _Checker(path)
+    if not isinstance(metrics, dict):
+        c.fail("(top level)", "a mapping of the metrics.json fields", metrics)
+    version = metrics.get("schema_version", 1)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise DataError(f"{path}: schema_version {version!r} unknown, expected {SCHEMA_VERSION} "
+                        "(written by another rsqair-bench version? read it with that version)")
+    for key in ("model", "seed", "splits"):
+        if key not in metrics:
+            raise DataError(f"{path}: missing key {key!r} (expected the metrics.json schema)")
+    if not isinstance(metrics["model"], str) or not metrics["model"]:
+        c.fail("model", "a non-empty string", metrics["model"])
+    c.integer(metrics["seed"], "seed", 0, SEED_LIMIT, optional=False)
+    c.text(metrics.get("paper_name"), "paper_name")
+    for key in _JOB_TEXT:
+        c.text(metrics.get(key), key)
+    c.integer(metrics.get("checkpoint_iteration"), "checkpoint_iteration", 0)
+    for block in ("parameters", "train"):
+        if metrics.get(block) is not None:
+            for key, value in c.mapping(metrics[block], block).items():
+                if (block, key) == ("train", "compiled"):  # TrainStats: the one flag of the block
+                    if value is not None and not isinstance(value, bool):
+                        c.fail(f"{block}.{key}", "true, false or null", value)
+                elif (block, key) == ("train", "compile_fallback"):  # TrainStats: the one text of the block
+                    c.text(value, f"{block}.{key}")
+                else:
+                    c.number(value, f"{block}.{key}")
+    splits = metrics["splits"]
+    if not isinstance(splits, dict):
+        c.fail("splits", "a mapping of split name (e.g. balls4/test) to its metrics", splits)
+    for name, entry in splits.items():
+        _check_split(c, c.mapping(entry, f"splits.{name}"), f"splits.{name}")
+
+
+def _check_split(c: _Checker, entry: dict[str, Any], where: str) -> None:
+    c.text(entry.get("data"), f"{where}.data")
+    c.text(entry.get("split"), f"{where}.split")
+    for key in _SPLIT_INTS:
+        c.integer(entry.get(key), f"{where}.{key}", 0)
+    for key in _SPLIT_NUMBERS:
+        c.number(entry.get(key), f"{where}.{key}")
+    for metric in (*_SCORES, "iwae_bound"):
+        if entry.get(metric) is None:
+            continue
+        score = c.mapping(entry[metric], f"{where}.{metric}")
+        for key in ("mean", "std"):
+            c.number(score.get(key), f"{where}.{metric}.{key}")
+        if metric == "iwae_bound" or score.get("per_sample") is None:
+            continue
+        per = score["per_sample"]
+        if not isinstance(per, list):
+            c.fail(f"{where}.{metric}.per_sample", "a list of numbers (one per sampled frame)", per)
+        for i, value in enumerate(per):
+            c.number(value, f"{where}.{metric}.per_sample[{i}]")
+        if isinstance(entry.get("samples"), int) and len(per) != entry["samples"]:
+            c.fail(f"{where}.{metric}.per_sample", f"{entry['samples']} values (samples)", per)
+    for block in ("references", "matching"):
+        if entry.get(block) is not None:
+            _check_numbers(c, c.mapping(entry[block], f"{where}.{block}"), f"{where}.{block}")
+
+
+def _check_numbers(c: _Checker, node: Any, where: str) -> None:
+    """Every leaf of a block of scores (`references`, `matching`) is a finite number or null."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_numbers(c, value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_numbers(c, value, f"{where}[{i}]")
+    else:
+        c.number(node, where)
