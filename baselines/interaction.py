@@ -30,6 +30,8 @@ class InteractionNetwork(Relation):
 
     attention: bool = True
 
+    aggregate: str = "sum"  # how effects on k combine over its neighbours: R-NEM's (and the paper's) sum
+
     def __init__(self, obj_dim: int, embed_dim: int = 5, att_hidden: int | None = None, layer_norm: bool = True) -> None:
         super().__init__(obj_dim)
         self.embed_dim = embed_dim
@@ -55,6 +57,8 @@ class InteractionNetwork(Relation):
         senders = present.unsqueeze(1) & others  # [B, K(k), K(i)]: i present and i != k
         # where (not multiply): an absent object's values, even inf/nan, cannot reach a present one
         e = torch.where(senders.unsqueeze(-1), effect, zero).sum(dim=2)  # [B, K, E]
+        if self.aggregate == "mean":  # over the present neighbours; an object alone keeps e = 0
+            e = e / senders.sum(dim=2, keepdim=True).clamp(min=1).to(e.dtype)
         gamma = torch.cat([z, e], dim=-1)  # [B, K, D + E]
         return torch.where(present.unsqueeze(-1), gamma, zero), state
 
@@ -64,3 +68,12 @@ class InteractionNetworkNoAttention(InteractionNetwork):
     """R-NEM's ablation: the plain sum of effects, without attention coefficients."""
 
     attention = False
+
+
+@register_relation("in_mean", paper_name="R-SQAIR(IN, mean)")
+class InteractionNetworkMean(InteractionNetwork):
+    """Ours, a remedy to test, not the paper's module: the mean of the effects over the present
+    neighbours instead of their sum, so the size of E_k does not grow with the number of objects
+    (trained with 4 balls, an object has at most 3 neighbours; with 8 balls it has up to 7)."""
+
+    aggregate = "mean"

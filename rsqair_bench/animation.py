@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from rsqair_bench.textfmt import file_name_part
+
 log = logging.getLogger(__name__)
 
 MAX_BYTES = 2 * 1024 * 1024
@@ -122,13 +124,14 @@ def write_rollout_gifs(runs: list[dict[str, Any]], figures: Path) -> list[Path]:
     """figures/rollout_<model>_<data>_<split>.gif for each model and split with a rollout file."""
     chosen: dict[tuple[str, str], tuple[str, Path]] = {}
     for r in sorted(runs, key=lambda r: (r["model"], r["seed"])):
-        for npz in sorted(Path(r["_dir"]).glob("rollout*.npz")):
+        for npz in sorted(p for p in Path(r["_dir"]).glob("rollout*.npz") if p.is_file()):  # a FIFO would block
             split = npz.stem.removeprefix("rollout").lstrip("_")
             label = r.get("paper_name") or r["model"]
             chosen.setdefault((r["model"], split), (f"{label} seed {r['seed']} {split.replace('_', '/')}".strip(), npz))
     written = []
     for (model, split), (title, npz) in sorted(chosen.items()):
-        name = f"rollout_{model}_{split}.gif" if split else f"rollout_{model}.gif"
+        # names come from metrics.json: made safe, and cut with a hash when long ("File name too long")
+        name = f"rollout_{file_name_part(model)}_{file_name_part(split)}.gif" if split else f"rollout_{file_name_part(model)}.gif"
         gif = write_gif(npz, title, figures / name)
         if gif is not None:
             written.append(gif)

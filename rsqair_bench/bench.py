@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -217,6 +218,18 @@ def format_table(rows: list[ModelBench]) -> str:
 
 
 # ----------------------------------------------------------------------------- CLI
+def _eager_without_compiler(config: ModelConfig) -> ModelConfig:
+    """`config`, or without compile when inductor has no working C++ compiler (as training falls back):
+    one warning, and the results' `settings.compile` says false, so no eager figure passes as compiled."""
+    from rsqair_bench.compiler import compiler_problem
+
+    problem = compiler_problem()
+    if problem is None:
+        return config
+    logging.getLogger(__name__).warning("--compile / model_config.compile is set but %s: measuring eager", problem)
+    return replace(config, compile=False)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", help="model name (repeatable); default: sqair")
     parser.add_argument("--all", action="store_true", help="every registered model")
@@ -264,6 +277,8 @@ def command(args: argparse.Namespace) -> int:
     overrides = {"max_objects": args.max_objects, "n_hidden": args.n_hidden, "glimpse_size": args.glimpse_size,
                  "compile": args.compile or None}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if config.compile:
+        config = _eager_without_compiler(config)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = BenchSettings(args.batch, args.particles, args.frames, args.iterations, max(args.warmup, 1))

@@ -19,6 +19,7 @@ import sys
 from types import ModuleType
 
 from rsqair_bench.errors import BenchError
+from rsqair_bench.exit_guard import must_finish
 from rsqair_bench.io import os_error_line
 
 # subcommand -> (module implementing it, one-line help)
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(modules[args.subcommand].command(args) or 0)
+        with must_finish(args.subcommand):  # a plugin's os._exit(0) / sys.exit(0) must not read as success
+            return int(modules[args.subcommand].command(args) or 0)
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

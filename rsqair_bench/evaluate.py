@@ -1,4 +1,4 @@
-"""Evaluation protocol (DESIGN.md section 5; definitions and formulas in docs/metrics.md).
+"""Evaluation protocol (docs/design.md, "The metrics are pinned"; definitions and formulas in docs/metrics.md).
 
 For a test sequence of T frames (default 10): infer the posterior over frames 1..T-1, sample
 frame T's latents from the propagation prior (discovery off), decode, and score frame T:

@@ -15,7 +15,9 @@ from typing import Any
 
 import pandas as pd
 
+from rsqair_bench.io import read_regular_file
 from rsqair_bench.metrics import MISSING, paper_name_or_model
+from rsqair_bench.textfmt import markdown_name
 
 _SEED_DIR = re.compile(r"^seed(-?\d+)$")
 
@@ -29,10 +31,11 @@ class Failure:
 
 
 def _reason(path: Path) -> str:
-    try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    try:  # a regular file only: a FIFO would block the report
+        text = read_regular_file(path).decode(errors="replace")
     except OSError as err:
-        return f"error.txt unreadable ({err})"
+        return f"error.txt unreadable ({err.strerror or err})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "failed (empty error.txt)"
 
 
@@ -67,5 +70,5 @@ def failures_note(failures: list[Failure], results_dir: Path) -> str:
     lines = ["", f"**Failed jobs ({len(failures)})**, not in the numbers above; rerun `run` to retry them:", ""]
     for f in sorted(failures, key=lambda f: (f.model, f.seed)):
         where = f.path.relative_to(results_dir) if f.path.is_relative_to(results_dir) else f.path
-        lines.append(f"- {f.model}/seed{f.seed}: {f.reason} (`{where}`)")
+        lines.append(f"- {markdown_name(f.model)}/seed{f.seed}: {markdown_name(f.reason)} (`{markdown_name(where)}`)")
     return "\n".join(lines) + "\n"

@@ -103,7 +103,7 @@ def read_status(path: Path) -> JobStatus | None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
-        if not (math.isfinite(value) and abs(value) < 1e18):  # 1e18: no time or rate of ours comes near
+        if not abs(value) < 1e18:  # no time or rate of ours comes near; False for NaN/inf (and exact for big ints)
             return None
         data[key] = float(value)
     return JobStatus(**data)

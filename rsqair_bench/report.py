@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 METRICS = {"data_ll": "data LL", "relational_ll": "relational LL"}
 
-# The R-SQAIR paper's numbers (shared/reference/REFERENCE.md), by our model name.
+# The R-SQAIR paper's numbers (docs/reference.md, "The paper's results"), by our model name.
 PAPER: dict[str, dict[tuple[str, str], float]] = {
     "sqair": {
         ("balls4/test", "data_ll"): 399.5,
@@ -74,7 +74,13 @@ def _save_figure(fig: Any, stem: Path) -> list[Path]:
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is handled below
+        mean, std = float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    if not (np.isfinite(mean) and np.isfinite(std)) and arr.size and np.isfinite(arr).all():
+        scale = float(np.abs(arr).max())  # finite scores near the float limit: their sum overflowed, not they
+        mean, std = _mean_std(list(arr / scale))
+        mean, std = mean * scale, std * scale
+    return mean, std
 
 
 def _fmt(mean: float, std: float | None = None) -> str:
@@ -410,12 +416,12 @@ def relation_files(runs: list[dict]) -> dict[str, str]:
     files: dict[str, str] = {}
     knockout = knockout_table(models, grouped, labels, ordered_splits(runs))
     if len(knockout):
-        files.update({"relation_use.md": f"# {KNOCKOUT_CAPTION}\n\n" + knockout.to_markdown(disable_numparse=True) + "\n",
+        files.update({"relation_use.md": f"# {KNOCKOUT_CAPTION}\n\n" + markdown_table(knockout) + "\n",
                       "relation_use.csv": knockout.to_csv(), "relation_use.tex": to_latex(knockout, KNOCKOUT_CAPTION)})
     neighbours = neighbours_table(models, grouped, labels, ordered_splits(runs))
     if len(neighbours):
         files.update({"neighbours.md": f"# {NEIGHBOURS_CAPTION}\n\n"
-                      + neighbours.reset_index().to_markdown(index=False, disable_numparse=True) + "\n",
+                      + markdown_table(neighbours.reset_index(), index=False) + "\n",
                       "neighbours.csv": neighbours.to_csv()})
     return files
 

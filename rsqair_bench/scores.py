@@ -1,4 +1,4 @@
-"""Pure scores of a predicted last frame, and object counts (definitions: docs/metrics.md, DESIGN.md section 5).
+"""Pure scores of a predicted last frame, and object counts (definitions: docs/metrics.md; why they are fixed: docs/design.md).
 
 Every likelihood here is the model's own: callers pass its per-pixel log density (`SQAIR.pixel_log_likelihood`,
 a fixed-std Gaussian), so a model, the reference predictors beside it and the tests score with one formula.

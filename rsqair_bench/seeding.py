@@ -1,4 +1,4 @@
-"""Seed derivation shared by training, evaluation and the data loaders (DESIGN.md section 8: no global RNG).
+"""Seed derivation shared by training, evaluation and the data loaders (docs/design.md, "Determinism": no global RNG).
 
 Every random stream of a job is a seeded `torch.Generator` whose seed is `derive_seed(job seed, purpose, ...)`.
 Purposes in use: 0 model init, 1 epoch order, 2 training windows, 3 model noise, 4/5 validation noise/order,

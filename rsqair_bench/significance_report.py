@@ -7,6 +7,7 @@ from typing import Any
 
 from rsqair_bench import metrics, significance
 from rsqair_bench.io import atomic_write_text
+from rsqair_bench.textfmt import markdown_name, markdown_table
 
 DEFAULT_BASELINE = "sqair"
 
@@ -26,12 +27,12 @@ def write_significance(runs: list[dict[str, Any]], out: Path, baseline: str | No
     if base in grouped:
         table = significance.significance_table(runs, base, models, metrics.ordered_splits(runs), labels)
         caption = significance.caption(labels[base], table)
-        body = table.to_markdown(index=False, disable_numparse=True) if len(table) else "no other model to compare"
+        body = markdown_table(table, index=False) if len(table) else "no other model to compare"
     else:
         table = significance.comparison_rows([])
         caption = f"No significance tests: the baseline model {base!r} has no finished seed in this directory"
         body = metrics.MISSING
     paths = [out / "significance.md", out / "significance.csv"]
-    atomic_write_text(paths[0], f"# Significance against {labels.get(base, base)}\n\n{caption}\n\n{body}\n")
+    atomic_write_text(paths[0], f"# Significance against {markdown_name(labels.get(base, base))}\n\n{caption}\n\n{body}\n")
     atomic_write_text(paths[1], table.to_csv(index=False))
     return paths

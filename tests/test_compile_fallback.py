@@ -95,6 +95,14 @@ def test_compile_without_a_compiler_trains_eager_warns_once_and_records_why(
     assert read_metrics(tmp_path / "metrics.json")["train"]["compiled"] is False  # the checked reader accepts it
 
 
+def test_bench_measures_eager_without_a_compiler_and_says_so(no_compiler: Path, caplog) -> None:
+    from rsqair_bench import bench
+
+    caplog.set_level(logging.WARNING, logger="rsqair_bench.bench")
+    assert bench._eager_without_compiler(ModelConfig(compile=True)) == ModelConfig(compile=False)
+    assert [r.getMessage().endswith(": measuring eager") for r in caplog.records] == [True]
+
+
 def test_the_compiler_is_probed_before_anything_is_written(data: Path, tmp_path: Path, monkeypatch) -> None:
     out, seen = tmp_path / "job", []
     monkeypatch.setattr(train, "compiler_problem", lambda: seen.append(out.exists()) or "no compiler (test)")
@@ -131,7 +139,8 @@ def test_first_compiled_step_shows_compiling_then_training(data: Path, tmp_path:
     monkeypatch.setattr(train, "optimizer_update", lambda optimizer, compiled: optimizer.step)
     out = tmp_path / "job"
     factory, seen = _recording_factory(out)
-    job = dataclasses.replace(tiny_job(data, max_iterations=3), model_config=ModelConfig(image_size=50, z_what=3, compile=compile_))
+    config = ModelConfig(image_size=50, z_what=3, compile=compile_)
+    job = dataclasses.replace(tiny_job(data, max_iterations=3), model_config=config)
     caplog.set_level(logging.INFO, logger="rsqair_bench.train")
     result = train.train_job(job, out, progress=False, model_factory=factory, dataset_factory=FakeBallsDataset)
     phases = [s.phase for s in seen]

@@ -14,16 +14,19 @@ this scale the count is noise, not a learning signal. Coverage (balls with an ob
 from __future__ import annotations
 
 import csv
+import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from rsqair_bench.config import EvalConfig, EvalSplit, JobConfig, ModelConfig, TrainConfig
+from rsqair_bench.config import EvalConfig, EvalSplit, JobConfig, ModelConfig, SuiteConfig, TrainConfig, load_config
 from rsqair_bench.data.h5 import generate_file
 from rsqair_bench.data.loader import BallsDataset
 from rsqair_bench.evaluate import evaluate_checkpoint
 from rsqair_bench.scores import visible_objects
+from rsqair_bench.suite import validate_suite
 from rsqair_bench.train import train_job
 
 ITERATIONS = 1200
@@ -32,7 +35,7 @@ MIN_COVERAGE = 0.15  # untrained 0.010; after 1,200 iterations 0.285-0.378 over 
 
 
 @pytest.mark.slow
-def test_sqair_improves_its_bound_and_finds_the_balls(tmp_path: Path) -> None:
+def test_sqair_improves_its_bound_and_finds_the_balls(tmp_path: Path, restore_torch_threads: None) -> None:
     torch.set_num_threads(2)
     data = generate_file(tmp_path / "balls.h5", "1-3", {"training": 512, "validation": 32, "test": 96},
                          frames=4, size=64, seed=0, progress=False)
@@ -63,37 +66,66 @@ def test_sqair_improves_its_bound_and_finds_the_balls(tmp_path: Path) -> None:
 
 
 DYNAMICS_ITERATIONS = 1000  # a fixed count keeps the check deterministic (eager, one thread)
-MIN_DYNAMICS_COVERAGE = 0.9  # the learned-dynamics issue asks 0.95 of the learning suite; this run: 0.960
-MAX_DYNAMICS_DUPLICATES = 0.05  # the issue's target; this run: 0.011
+# Thresholds and the runs that set them: see `test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last`.
+MIN_GAIN_OVER_COPY_LAST = 150.0  # nats, sampled frame 10
+MIN_TRACKED_FRACTION = 0.5
+MIN_DYNAMICS_COVERAGE = 0.9
+MAX_DYNAMICS_DUPLICATES = 0.05
+LEARN_SUITE = Path(__file__).resolve().parents[1] / "suites" / "learn.yaml"
+
+
+@pytest.fixture
+def restore_torch_threads() -> Iterator[None]:
+    """The check sets the thread count it was measured with; put the caller's back afterwards."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def dynamics_check_job(data: Path, seed: int = 0, threads: int = 1) -> JobConfig:
+    """suites/learn.yaml's model and training settings (read, not copied), shortened to a test:
+    1,000 iterations, the curriculum 3 -> 10 frames by iteration 980 (every 140), no lr decay (the
+    suite's first is at 2,000), no time limit, eager (no compiler needed, no compile time)."""
+    suite = validate_suite(load_config(SuiteConfig, LEARN_SUITE), LEARN_SUITE)
+    return JobConfig(
+        model="sqair", seed=seed, train_data=str(data), device="cpu",
+        model_config=dataclasses.replace(suite.model_config, compile=False),
+        train=dataclasses.replace(suite.train, max_iterations=DYNAMICS_ITERATIONS, max_minutes=None, lr_decay_at=[],
+                                  curriculum_every=140, torch_threads=threads),
+    )
+
+
+def run_dynamics_check(workdir: Path, seed: int = 0, threads: int = 1) -> dict:
+    """Train the check's job and evaluate its best.pt on learn.yaml's 4-ball test split (50 sequences)."""
+    suite = validate_suite(load_config(SuiteConfig, LEARN_SUITE), LEARN_SUITE)
+    ds = suite.data[suite.train_data]
+    data = generate_file(workdir / "balls4.h5", ds.balls, dict(ds.splits), frames=ds.frames, size=ds.size,
+                         seed=ds.seed, progress=False)
+    train_job(dynamics_check_job(data, seed, threads), workdir / "job", progress=False)
+    return evaluate_checkpoint(workdir / "job" / "best.pt", str(data),
+                               EvalSplit(data="balls4", split="test", frames=10, sequences=50),
+                               EvalConfig(samples=5, particles=5), device="cpu")
 
 
 @pytest.mark.slow
-def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path) -> None:
+def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path, restore_torch_threads: None) -> None:
     """The learned-dynamics check: 4 balls, the learning suite's switches (velocity prior, small
     initial prior std, VIMCO, clipping, residual discovery with first-frame boxes on the residual's
-    peak), eager, 1,000 iterations (curriculum 3 -> 10 frames by 980). The frame sampled from the
-    propagation prior must score better than copying the last observed frame, on the same frames,
-    and so must the prior's centre error on the balls the model tracks (`matching.sampled.tracked`;
-    the capped error over all balls also charges missed balls, see docs/metrics.md); the inferred
-    frames must cover the balls without duplicates. Data and evaluation as in docs/sqair.md; the run
-    scored +151.3 nats against copy-last's -114.7, tracked prior error 2.83 px against 3.03, coverage
-    0.960, duplicates 0.011 (5 min 47 s alone on the 2 cores; training is deterministic per seed on
-    CPU)."""
-    data = generate_file(tmp_path / "balls4.h5", "4", {"training": 4000, "validation": 100, "test": 100},
-                         frames=12, size=64, seed=0, progress=False)
-    job = JobConfig(
-        model="sqair", seed=0, train_data=str(data), device="cpu",
-        model_config=ModelConfig(n_hidden=64, glimpse_size=10, prop_prior="velocity", prop_prior_scale_bias=-3.0,
-                                 disc_input="residual", disc_box_centre="residual_peak"),
-        train=TrainConfig(optimizer="adam", learning_rate=3e-4, batch_size=16, max_iterations=DYNAMICS_ITERATIONS,
-                          lr_decay_at=[], curriculum_every=140, grad_clip=10.0, validate_every=250,
-                          validation_sequences=50, checkpoint_every=250, log_every=50, early_stop_patience=100,
-                          torch_threads=1),
-    )
-    train_job(job, tmp_path / "job", progress=False)
-    metrics = evaluate_checkpoint(tmp_path / "job" / "checkpoint.pt", str(data),
-                                  EvalSplit(data="balls4", split="test", frames=10, sequences=50),
-                                  EvalConfig(samples=5, particles=5), device="cpu")
+    peak), eager, 1,000 iterations. The frame sampled from the propagation prior must beat copying the
+    last observed frame by MIN_GAIN_OVER_COPY_LAST nats on the same frames; the inferred frames must
+    cover the balls without duplicates; the model must track most balls.
+
+    Measured (`python tools/learning_margins.py SEED THREADS`, the same function; sampled frame 10,
+    copy-last -114.7 nats on these 50 sequences):
+
+    MARGINS_TABLE
+
+    Each threshold sits below the worst measured run by the margin in the last column. The tracked
+    prior error against copy-last's (2.83 vs 3.03 px for seed 0 before) is reported, not asserted:
+    its margin over copy-last was below the spread between these runs, so one rounding change could
+    flip it (a float32 change once did, docs/sqair.md); the data LL gain carries the same claim with
+    a margin of over 100 nats."""
+    metrics = run_dynamics_check(tmp_path)
     model_ll = metrics["data_ll"]["mean"]
     copy_ll = metrics["references"]["copy_last"]["data_ll"]
     sampled = metrics["matching"]["sampled"]
@@ -102,10 +134,9 @@ def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path)
           f"{sampled['centre_error_px']['mean']:.2f} px (capped, copy-last "
           f"{metrics['references']['copy_last']['centre_error_px']:.2f}); tracked balls {sampled['tracked']}; "
           f"coverage {metrics['matching']['inferred']['coverage']:.3f}")
-    assert model_ll > copy_ll, f"sampled frame {model_ll:.1f} nats does not beat copy-last {copy_ll:.1f}"
+    assert model_ll - copy_ll > MIN_GAIN_OVER_COPY_LAST, f"sampled frame {model_ll:.1f} nats vs copy-last {copy_ll:.1f}"
     tracked = sampled["tracked"]
-    assert tracked["tracked_fraction"] > 0.5, f"the model tracks too few balls to judge its prior: {tracked}"
-    assert tracked["prior_error_px"] < tracked["copy_last_error_px"], f"prior no better than copy-last: {tracked}"
+    assert tracked["tracked_fraction"] > MIN_TRACKED_FRACTION, f"the model tracks too few balls: {tracked}"
     inferred = metrics["matching"]["inferred"]
     assert inferred["coverage"] >= MIN_DYNAMICS_COVERAGE, f"coverage {inferred['coverage']:.3f}"
     assert inferred["duplicates"] <= MAX_DYNAMICS_DUPLICATES, f"duplicates {inferred['duplicates']:.3f}"

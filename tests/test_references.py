@@ -1,4 +1,4 @@
-"""Reference predictors on generated 4-ball data: the scale of REFERENCE.md, and crop coordinates."""
+"""Reference predictors on generated 4-ball data: the scale in docs/reference.md, and crop coordinates."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_reference_scores_match_the_documented_scale(balls) -> None:
         scorer.add(batch["features"][idx], batch["groups"][idx], batch["collisions"][idx], idx)
     refs = scorer.result()
     data = {name: refs[name]["data_ll"] for name in refs}
-    # REFERENCE.md, 240 sequences: perfect +712.6, const-velocity +670.7, copy-last -117.7, empty -170.2
+    # docs/reference.md, 240 sequences: perfect +712.6, const-velocity +670.7, copy-last -117.7, empty -170.2
     assert data["perfect"] == pytest.approx(712.6, abs=0.1)
     assert 630 < data["const_velocity"] < 705
     assert -160 < data["copy_last"] < -80

@@ -10,7 +10,7 @@ from rsqair_bench.models.relation import Relation
 from rsqair_bench.registry import build_relation, relation_names
 
 D = 10  # object_latent_dim at z_what = 5
-EQUIVARIANT = ["identity", "in", "in_noatt", "rmc", "transformer"]
+EQUIVARIANT = ["identity", "in", "in_noatt", "in_mean", "rmc", "transformer"]
 SEQUENTIAL = ["gru", "lstm"]
 
 

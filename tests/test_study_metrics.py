@@ -262,3 +262,17 @@ def test_evaluation_of_a_relational_model_has_the_study_blocks(tmp_path: Path) -
     assert oracle["centre_error_px_free"] is not None
     neighbours = entry["relation_output"]["by_neighbours"]
     assert neighbours and all(v["objects"] > 0 for v in neighbours.values())
+
+
+def test_in_mean_averages_the_effects_where_in_sums_them() -> None:
+    """in_mean (a remedy behind its own name) = in's effect sum divided by the number of present neighbours."""
+    from baselines.interaction import InteractionNetworkMean
+
+    torch.manual_seed(0)
+    summed, mean = InteractionNetwork(4), InteractionNetworkMean(4)
+    mean.load_state_dict(summed.state_dict())
+    z = torch.randn(2, 4, 4)
+    present = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    e_sum, e_mean = summed(z, present, None)[0][..., 4:], mean(z, present, None)[0][..., 4:]
+    assert torch.allclose(e_mean[0], e_sum[0] / 3) and torch.allclose(e_mean[1, :2], e_sum[1, :2] / 1)
+    assert torch.count_nonzero(e_mean[1, 2:]) == 0

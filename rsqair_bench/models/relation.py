@@ -18,7 +18,7 @@ State = Any  # a Tensor or a tuple of Tensors, each with batch as its first dime
 class Relation(nn.Module):
     """Gamma: previous-step object latents -> per-object context.
 
-    Contract (DESIGN.md section 3):
+    Contract (docs/design.md, "The relational interface"; how to write one: docs/adding-a-baseline.md):
     - `forward(z [B, K, D], present [B, K] bool, state)` returns `(gamma [B, K, out_dim], state)`.
     - Absent objects send and receive nothing: their gamma rows are zeros and changing their
       latents changes no present object's gamma.
