@@ -28,7 +28,7 @@ import torch
 
 from rsqair_bench.config import first_changed_setting, to_dict
 from rsqair_bench.errors import CheckpointError, OutputError
-from rsqair_bench.io import atomic_write
+from rsqair_bench.core.io import atomic_write
 
 FORMAT_VERSION = 1
 

@@ -19,19 +19,19 @@ import sys
 from types import ModuleType
 
 from rsqair_bench.errors import BenchError
-from rsqair_bench.exit_guard import must_finish
-from rsqair_bench.io import os_error_line
+from rsqair_bench.core.exit_guard import must_finish
+from rsqair_bench.core.io import os_error_line
 
 # subcommand -> (module implementing it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("rsqair_bench.runner", "train and evaluate every model x seed of a suite, then report"),
+    "run": ("rsqair_bench.runner.run", "train and evaluate every model x seed of a suite, then report"),
     "data": ("rsqair_bench.data.commands", "generate or inspect bouncing-balls HDF5 files"),
-    "train": ("rsqair_bench.train", "train one model from a job config"),
-    "eval": ("rsqair_bench.evaluate", "evaluate a checkpoint on a data split"),
-    "report": ("rsqair_bench.report", "write tables and figures from metrics.json files"),
-    "bench": ("rsqair_bench.bench", "measure throughput and peak memory"),
+    "train": ("rsqair_bench.training.loop", "train one model from a job config"),
+    "eval": ("rsqair_bench.evaluation.evaluate", "evaluate a checkpoint on a data split"),
+    "report": ("rsqair_bench.report.tables", "write tables and figures from metrics.json files"),
+    "bench": ("rsqair_bench.runner.bench", "measure throughput and peak memory"),
     "list": ("rsqair_bench.registry", "list registered models with parameter counts"),
-    "validate": ("rsqair_bench.suite", "check a suite file without running it"),
+    "validate": ("rsqair_bench.runner.suite", "check a suite file without running it"),
 }
 
 

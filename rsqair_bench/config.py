@@ -477,7 +477,7 @@ def check_eval_split(split: EvalSplit, where: str = "", section: str = "eval spl
 def check_job(job: JobConfig, where: str = "") -> None:
     """Every range of a job config, checked before anything is written (relation options are checked by
     the registry when train_job builds the model, also before it writes)."""
-    from rsqair_bench.seeding import seed_error
+    from rsqair_bench.core.seeding import seed_error
 
     problem = seed_error(job.seed)
     if problem:

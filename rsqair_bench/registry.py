@@ -4,7 +4,7 @@ A baseline is one file that subclasses `Relation` and decorates it with
 `@register_relation("name", paper_name="R-SQAIR(...)")`. Three places are searched, so adding a
 baseline never needs an edit elsewhere:
 
-- every module of the `baselines` package (this repository),
+- every module of the `rsqair_bench.baselines` package (the repository's `baselines/` folder),
 - Python files named under `plugins:` in a suite (`load_plugins`),
 - the entry-point group `rsqair_bench.relations` of installed packages.
 
@@ -105,12 +105,11 @@ def discover() -> None:
     if _discovered:
         return
     _discovered = True  # set first: a failing import below must not be retried into a duplicate error
-    import baselines
-
+    from rsqair_bench import baselines
     from rsqair_bench.models.relation import Relation  # lazy: imports torch
 
     for info in sorted(pkgutil.iter_modules(baselines.__path__), key=lambda m: m.name):
-        module_name = f"baselines.{info.name}"
+        module_name = f"{baselines.__name__}.{info.name}"
         try:
             importlib.import_module(module_name)
         except RegistryError:
@@ -316,7 +315,8 @@ def statically_valid(models: list[str], relation_options: dict[str, Any], plugin
 def _static_baselines() -> dict[str, list[str]] | None:
     """Relation name -> constructor options for every `@register_relation` class in `baselines/`,
     read with `ast` (nothing is executed); None when any file is beyond this reader."""
-    spec = importlib.util.find_spec("baselines")  # finds the package without running its __init__
+    # finds the package (the repository's baselines/ folder) without running its __init__
+    spec = importlib.util.find_spec("rsqair_bench.baselines")
     if spec is None or not spec.submodule_search_locations:
         return None
     table: dict[str, list[str]] = {}

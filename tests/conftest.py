@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     marked = [item for item in items if item.get_closest_marker("needs_compiler")]
     if not marked:
         return
-    from rsqair_bench.compiler import compiler_problem
+    from rsqair_bench.core.compiler import compiler_problem
 
     problem = compiler_problem()
     if problem is not None:

@@ -154,7 +154,7 @@ def tiny_job(data: Path, model: str = "fake", **train: object) -> JobConfig:
 def run_fake_training(config_path: str, out_dir: str) -> None:
     """Entry point for subprocess tests: train a job config with the fake model and data."""
     from rsqair_bench.config import load_config
-    from rsqair_bench.train import train_job
+    from rsqair_bench.training.loop import train_job
 
     job = load_config(JobConfig, config_path)
     train_job(job, Path(out_dir), progress=False, model_factory=fake_factory(sleep=float(os.environ.get("FAKE_SLEEP", "0"))),

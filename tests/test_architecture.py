@@ -1,5 +1,6 @@
 """docs/architecture.md's rules, checked on the source: no import cycle, stages as peers, baselines
-importing only from rsqair_bench, no function over 80 lines. AST only: no module is imported."""
+importing only from rsqair_bench, layers as folders with no import going up, at most 8 top-level
+modules, no function over 80 lines. AST only: no module is imported."""
 
 from __future__ import annotations
 
@@ -8,18 +9,22 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("rsqair_bench", "baselines")
+PACKAGE = "rsqair_bench"
+# folder -> the package it installs as (pyproject's package-dir: baselines/ ships as rsqair_bench.baselines)
+SOURCES = {"rsqair_bench": "rsqair_bench", "baselines": "rsqair_bench.baselines"}
+BASELINES = "rsqair_bench.baselines"
 MAX_FUNCTION_LINES = 80
+MAX_TOP_LEVEL_MODULES = 8  # besides __init__/__main__: the shared contracts; everything else lives in a layer's folder
 
 
 def _modules() -> dict[str, Path]:
     found = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for folder, package in SOURCES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            found[".".join(parts)] = path
+            found[".".join([package, *parts])] = path
     return found
 
 
@@ -78,41 +83,75 @@ def test_import_graph_has_no_cycle() -> None:
     assert cycles(import_graph()) == []
 
 
-def test_train_and_evaluate_are_peers() -> None:
+def test_training_and_evaluation_are_peers() -> None:
     graph = import_graph()
-    assert "rsqair_bench.train" not in graph["rsqair_bench.evaluate"]
-    assert "rsqair_bench.evaluate" not in graph["rsqair_bench.train"]
+    for name, imports in graph.items():
+        for one, other in (("training", "evaluation"), ("evaluation", "training")):
+            if name.startswith(f"{PACKAGE}.{one}."):
+                assert not {m for m in imports if m.startswith(f"{PACKAGE}.{other}")}, name
 
 
 def test_baselines_import_only_from_rsqair_bench() -> None:
     graph = import_graph()
     for name, imports in graph.items():
-        if name.startswith("baselines."):
-            assert not {m for m in imports if m.startswith("baselines")}, name
+        if name.startswith(f"{BASELINES}."):
+            assert not {m for m in imports if m.startswith(BASELINES)}, name
 
 
 def _documented_layers() -> dict[str, int]:
-    """module -> row of the layer table in docs/architecture.md's module map (0 = bottom)."""
+    """Entry of the layer table in docs/architecture.md's module map -> its row (0 = bottom).
+
+    An entry is a folder (`core/`, `training/`, the repository's `baselines/`) or a top-level module
+    of the package (`config.py`)."""
     text = (ROOT / "docs" / "architecture.md").read_text()
     table = text.split("## Module map")[1].split("\n\n`cli.py`")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
     layers = {}
     for i, row in enumerate(rows):
-        for file in re.findall(r"`([\w/*.]+)\.py`", row.split("|")[2]):
-            name = file.replace("/", ".")
-            layers[name if name.startswith("baselines") else f"rsqair_bench.{name}"] = i
+        for entry in re.findall(r"`(\w+/|\w+\.py)`", row.split("|")[2]):
+            layers[entry] = i
     return layers
+
+
+def _entry(module: str) -> str | None:
+    """The layer-table entry a module belongs to: its folder, or itself when it is a top-level module."""
+    if module == BASELINES or module.startswith(f"{BASELINES}."):
+        return "baselines/"
+    parts = module.split(".")
+    if len(parts) < 2 or parts[0] != PACKAGE or parts[1] == "__main__":
+        return None  # the package itself and `python -m rsqair_bench`
+    return f"{parts[1]}/" if (ROOT / PACKAGE / parts[1]).is_dir() else f"{parts[1]}.py"
+
+
+def test_every_layer_is_a_folder_or_a_top_level_module() -> None:
+    for entry in _documented_layers():
+        if entry == "baselines/":
+            assert (ROOT / "baselines" / "__init__.py").is_file()
+        elif entry.endswith("/"):
+            assert (ROOT / PACKAGE / entry / "__init__.py").is_file(), entry
+        else:
+            assert (ROOT / PACKAGE / entry).is_file(), entry
+
+
+def test_top_level_holds_at_most_8_modules() -> None:
+    top = sorted(p.name for p in (ROOT / PACKAGE).glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+
+
+def test_every_package_says_what_it_owns() -> None:
+    for init in [*(ROOT / PACKAGE).glob("*/__init__.py"), ROOT / "baselines" / "__init__.py"]:
+        assert ast.get_docstring(ast.parse(init.read_text())), init
 
 
 def test_module_map_lists_every_module_and_no_import_goes_up() -> None:
     layers = _documented_layers()
 
     def layer(module: str) -> int | None:
-        return layers.get("baselines.*") if module.startswith("baselines.") else layers.get(module)
+        entry = _entry(module)
+        return None if entry is None else layers.get(entry)
 
     graph = import_graph()
-    packages = {"rsqair_bench", "rsqair_bench.__main__", "rsqair_bench.data", "rsqair_bench.models", "baselines"}
-    assert [m for m in graph if m not in packages and layer(m) is None] == []
+    assert [m for m in graph if _entry(m) is not None and layer(m) is None] == []
     upward = [f"{m} -> {d}" for m, deps in graph.items() for d in deps
               if layer(m) is not None and layer(d) is not None and layer(d) > layer(m)]  # type: ignore[operator]
     assert upward == []

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from rsqair_bench import train
-from rsqair_bench.compiler import compiler_problem, probe_build
+from rsqair_bench.training import loop as train
+from rsqair_bench.core.compiler import compiler_problem, probe_build
 from rsqair_bench.config import ModelConfig, dump_yaml
-from rsqair_bench.job_status import STATUS_FILE, JobStatus, StatusWriter, read_status
-from rsqair_bench.live_progress import job_line
+from rsqair_bench.core.job_status import STATUS_FILE, JobStatus, StatusWriter, read_status
+from rsqair_bench.runner.live_progress import job_line
 from rsqair_bench.metrics import write_metrics
 from rsqair_bench.metrics_schema import read_metrics
 from rsqair_bench.registry import build_model
@@ -96,9 +96,9 @@ def test_compile_without_a_compiler_trains_eager_warns_once_and_records_why(
 
 
 def test_bench_measures_eager_without_a_compiler_and_says_so(no_compiler: Path, caplog) -> None:
-    from rsqair_bench import bench
+    from rsqair_bench.runner import bench
 
-    caplog.set_level(logging.WARNING, logger="rsqair_bench.bench")
+    caplog.set_level(logging.WARNING, logger="rsqair_bench.runner.bench")
     assert bench._eager_without_compiler(ModelConfig(compile=True)) == ModelConfig(compile=False)
     assert [r.getMessage().endswith(": measuring eager") for r in caplog.records] == [True]
 
@@ -141,7 +141,7 @@ def test_first_compiled_step_shows_compiling_then_training(data: Path, tmp_path:
     factory, seen = _recording_factory(out)
     config = ModelConfig(image_size=50, z_what=3, compile=compile_)
     job = dataclasses.replace(tiny_job(data, max_iterations=3), model_config=config)
-    caplog.set_level(logging.INFO, logger="rsqair_bench.train")
+    caplog.set_level(logging.INFO, logger="rsqair_bench.training.loop")
     result = train.train_job(job, out, progress=False, model_factory=factory, dataset_factory=FakeBallsDataset)
     phases = [s.phase for s in seen]
     logged = [r.getMessage() for r in caplog.records if "first compiled step" in r.getMessage()]

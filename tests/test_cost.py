@@ -1,4 +1,4 @@
-"""`run --dry-run`'s cost block (rsqair_bench/cost.py) and `run`'s device check (device.check_run_device).
+"""`run --dry-run`'s cost block (rsqair_bench/runner/cost.py) and `run`'s device check (device.check_run_device).
 
 The suite below is small enough to work its cost out by hand. Its protocol: 320 training sequences,
 batch 32 -> a validation every epoch of 10 iterations; curriculum 3 -> 5 frames, +1 every 10
@@ -27,13 +27,13 @@ import pytest
 import torch
 import yaml
 
-from rsqair_bench import cost
+from rsqair_bench.runner import cost
 from rsqair_bench.cli import main
 from rsqair_bench.config import SuiteConfig, TrainConfig, load_config
-from rsqair_bench.device import check_run_device
+from rsqair_bench.core.device import check_run_device
 from rsqair_bench.errors import ConfigError
-from rsqair_bench.suite import validate_suite
-from rsqair_bench.train import EarlyStopping, curriculum_length
+from rsqair_bench.runner.suite import validate_suite
+from rsqair_bench.training.loop import EarlyStopping, curriculum_length
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"batch": 32, "particles": 5, "frames": 5, "iterations": 2, "warmup": 1, "max_objects": 4, "z_what": 5,

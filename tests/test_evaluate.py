@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from rsqair_bench import cli, train
+from rsqair_bench import cli
+from rsqair_bench.training import loop as train
 from rsqair_bench.config import EvalConfig, EvalSplit
 from rsqair_bench.errors import DataError
-from rsqair_bench.evaluate import evaluate_checkpoint, job_info_from_checkpoint
+from rsqair_bench.evaluation.evaluate import evaluate_checkpoint, job_info_from_checkpoint
 from rsqair_bench.metrics import SPLIT_KEYS, TOP_KEYS, TRAIN_KEYS, validate_metrics, write_metrics
-from rsqair_bench.scores import collision_mask, data_log_likelihood, visible_objects
-from rsqair_bench.train import derive_seed, train_job
+from rsqair_bench.evaluation.scores import collision_mask, data_log_likelihood, visible_objects
+from rsqair_bench.training.loop import derive_seed, train_job
 from tests.fakes import FakeBallsDataset, fake_factory, tiny_job, write_fake_h5
 
 
@@ -111,7 +112,7 @@ def test_eval_cli_writes_metrics(trained: tuple[Path, Path], tmp_path: Path, mon
     data, ckpt = trained
     monkeypatch.setattr(train, "default_model_factory", lambda plugins: fake_factory())
     monkeypatch.setattr(train, "default_dataset_factory", FakeBallsDataset)
-    import rsqair_bench.evaluate as ev
+    import rsqair_bench.evaluation.evaluate as ev
 
     monkeypatch.setattr(ev, "default_model_factory", lambda plugins: fake_factory())
     monkeypatch.setattr(ev, "default_dataset_factory", FakeBallsDataset)

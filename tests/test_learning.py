@@ -24,10 +24,10 @@ import torch
 from rsqair_bench.config import EvalConfig, EvalSplit, JobConfig, ModelConfig, SuiteConfig, TrainConfig, load_config
 from rsqair_bench.data.h5 import generate_file
 from rsqair_bench.data.loader import BallsDataset
-from rsqair_bench.evaluate import evaluate_checkpoint
-from rsqair_bench.scores import visible_objects
-from rsqair_bench.suite import validate_suite
-from rsqair_bench.train import train_job
+from rsqair_bench.evaluation.evaluate import evaluate_checkpoint
+from rsqair_bench.evaluation.scores import visible_objects
+from rsqair_bench.runner.suite import validate_suite
+from rsqair_bench.training.loop import train_job
 
 ITERATIONS = 1200
 BOUND_GAIN = 300.0  # nats per 3-frame sequence, last 100 iterations vs first 100

@@ -29,8 +29,8 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exit_:
     code = exit_.code
-print(json.dumps({"code": code, "imported": sorted(m for m in ("torch", "baselines.interaction", "pandas",
-                  "rsqair_bench.train", "rsqair_bench.evaluate", "rsqair_bench.report", "rsqair_bench.bench")
+print(json.dumps({"code": code, "imported": sorted(m for m in ("torch", "rsqair_bench.baselines.interaction", "pandas",
+                  "rsqair_bench.training.loop", "rsqair_bench.evaluation.evaluate", "rsqair_bench.report.tables", "rsqair_bench.runner.bench")
                   if m in sys.modules)}), file=sys.stderr)
 """
 

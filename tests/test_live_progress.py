@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rsqair_bench.job_status import STATUS_FILE, JobStatus, StatusWriter, mark_phase, read_status
-from rsqair_bench.live_progress import LiveProgress, TrackedJob, is_terminal, job_line
+from rsqair_bench.core.job_status import STATUS_FILE, JobStatus, StatusWriter, mark_phase, read_status
+from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob, is_terminal, job_line
 
 
 class FakeClock:
@@ -160,7 +160,7 @@ def test_run_prints_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path:
     from tests.test_runner import FAKES, _job_dir, _run, _suite
 
     monkeypatch.delenv("CI", raising=False)
-    monkeypatch.setattr("rsqair_bench.live_progress.PLAIN_INTERVAL_S", 0.01)
+    monkeypatch.setattr("rsqair_bench.runner.live_progress.PLAIN_INTERVAL_S", 0.01)
     _, suite = _suite(tmp_path, seeds=[0, 1])
     summary, out = _run(suite, **{**FAKES, "train_fn": _train_with_status})
     assert summary.exit_code == 0 and "\x1b" not in out
@@ -182,7 +182,7 @@ def test_log_records_go_above_the_live_block(tmp_path: Path, monkeypatch: pytest
     root.addHandler(handler)
     try:
         display = LiveProgress("quick", [TrackedJob("m/seed0", tmp_path, 10)], total=1, already_done=0, out=out).start()
-        logging.getLogger("rsqair_bench.train").warning("validation bound -700.0")
+        logging.getLogger("rsqair_bench.training.loop").warning("validation bound -700.0")
         display.stop()
         assert "emit" not in vars(handler)  # unhooked
     finally:

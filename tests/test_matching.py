@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rsqair_bench.matching import (
+from rsqair_bench.evaluation.matching import (
     ErrorTally,
     InferredTally,
     TrackedTally,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rsqair_bench.models.sqair import SQAIR
-from rsqair_bench.scores import (
+from rsqair_bench.evaluation.scores import (
     count_correct,
     data_log_likelihood,
     mean_std_over,

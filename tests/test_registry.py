@@ -98,7 +98,7 @@ def test_plugin_file_is_found_registered_and_runs(tmp_path: Path) -> None:
 
 
 def test_plugin_named_in_a_suite_is_validated(tmp_path: Path) -> None:
-    import rsqair_bench.suite as suite_mod
+    import rsqair_bench.runner.suite as suite_mod
     from rsqair_bench.config import SuiteConfig, load_config
 
     path = write_plugin(tmp_path, "suite_plugin_rel")
@@ -137,7 +137,7 @@ def test_duplicate_registration_names_both(tmp_path: Path) -> None:
         registry.load_plugins([str(path)])
     message = str(err.value)
     assert "'in' registered twice" in message
-    assert "baselines.interaction.InteractionNetwork" in message and "ImpostorIN" in message and "dup_plugin.py" in message
+    assert "rsqair_bench.baselines.interaction.InteractionNetwork" in message and "ImpostorIN" in message and "dup_plugin.py" in message
     assert registry.get_relation("in").__name__ == "InteractionNetwork"
 
 

@@ -26,14 +26,15 @@ import torch
 import yaml
 
 from rsqair_bench import checkpoint as ckpt
-from rsqair_bench import cli, train
-from rsqair_bench import evaluate as ev
+from rsqair_bench import cli
+from rsqair_bench.training import loop as train
+from rsqair_bench.evaluation import evaluate as ev
 from rsqair_bench.config import EvalConfig, EvalSplit, SuiteConfig, dump_yaml, load_config
 from rsqair_bench.data import h5, limits
 from rsqair_bench.errors import ConfigError, OutputError, TrainingDiverged
-from rsqair_bench.io import atomic_write_text
-from rsqair_bench.runner import JobOutcome, run_suite, write_basic_metrics
-from rsqair_bench.suite import validate_suite
+from rsqair_bench.core.io import atomic_write_text
+from rsqair_bench.runner.run import JobOutcome, run_suite, write_basic_metrics
+from rsqair_bench.runner.suite import validate_suite
 from tests.fakes import FakeBallsDataset, FakeSQAIR, tiny_job, write_fake_h5
 from tests.reliability_jobs import crash_eval, crash_train, no_data
 
@@ -317,7 +318,7 @@ def test_case07_full_disk_during_checkpoint_write_keeps_the_old_one(tmp_path: Pa
 
 
 def test_case07_read_only_output_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
-    import rsqair_bench.io as rio
+    import rsqair_bench.core.io as rio
 
     def read_only(path: Path) -> Path:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
@@ -484,7 +485,7 @@ def test_case13_message_unknown_key_has_one_colon(tmp_path: Path, capsys) -> Non
 
 
 def test_case13_message_run_summary_counts_jobs_skipped_while_waiting(tmp_path: Path, monkeypatch) -> None:
-    import rsqair_bench.runner as runner
+    import rsqair_bench.runner.run as runner
 
     suite = _fake_suite(tmp_path, seeds=[0, 1], workers=1)
     # another runner finished the jobs between our listing and our lock: execute_job reports "skipped"

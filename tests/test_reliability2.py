@@ -27,15 +27,16 @@ import torch
 import yaml
 
 from rsqair_bench import checkpoint as ckpt
-from rsqair_bench import cli, train
-from rsqair_bench import evaluate as ev
+from rsqair_bench import cli
+from rsqair_bench.training import loop as train
+from rsqair_bench.evaluation import evaluate as ev
 from rsqair_bench.config import dump_yaml
 from rsqair_bench.data.loader import BallsDataset
 from rsqair_bench.errors import DataError, OutputError
-from rsqair_bench.job_status import STATUS_FILE, read_status
-from rsqair_bench.live_progress import LiveProgress, TrackedJob
+from rsqair_bench.core.job_status import STATUS_FILE, read_status
+from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob
 from rsqair_bench.metrics import collect_metrics, write_metrics
-from rsqair_bench.report import write_report
+from rsqair_bench.report.tables import write_report
 from tests.fakes import FakeBallsDataset, fake_factory, tiny_job, write_fake_h5
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,7 +337,7 @@ def test_case10_status_of_wrong_types_is_no_status(tmp_path: Path, status: Any) 
 
 
 def test_case10_a_failing_display_never_ends_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rsqair_bench.live_progress as lp
+    import rsqair_bench.runner.live_progress as lp
 
     def broken(path: Path) -> None:
         raise RuntimeError("unexpected")
@@ -522,7 +523,7 @@ def test_partial_plugin_calling_os_exit_0_makes_eval_fail(tmp_path: Path, fake_h
 
 
 def test_partial_sys_exit_0_inside_a_command_is_an_error() -> None:
-    from rsqair_bench.exit_guard import EndedEarly, must_finish
+    from rsqair_bench.core.exit_guard import EndedEarly, must_finish
 
     with pytest.raises(EndedEarly, match=r"`eval` was ended by sys.exit\(0\)"):
         with must_finish("eval"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rsqair_bench.significance import (
+from rsqair_bench.report.significance import (
     Comparison,
     bootstrap_ci,
     compare,

@@ -739,7 +739,8 @@ def test_bench_cli_prints_and_writes_op_calls_flop_and_utilisation(tmp_path, mon
     and utilisation columns and writes them to the JSON."""
     import json
 
-    from rsqair_bench import bench, cli
+    from rsqair_bench import cli
+    from rsqair_bench.runner import bench
 
     monkeypatch.chdir(tmp_path)
     full_peak = bench.matmul_peak  # the same measurement on a 512^2 matmul: ~2 s less on 2 cores

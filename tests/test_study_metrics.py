@@ -13,19 +13,19 @@ import pytest
 import torch
 import yaml
 
-from baselines.interaction import InteractionNetwork
-from baselines.rmc import RelationalMemoryCore
-from baselines.rnn import ObjectGRU
-from rsqair_bench.ball_states import BallStates
+from rsqair_bench.baselines.interaction import InteractionNetwork
+from rsqair_bench.baselines.rmc import RelationalMemoryCore
+from rsqair_bench.baselines.rnn import ObjectGRU
+from rsqair_bench.data.ball_states import BallStates
 from rsqair_bench.config import SuiteConfig, load_config
 from rsqair_bench.errors import ConfigError
-from rsqair_bench.evaluate import RelationProbe
-from rsqair_bench.matching import ErrorTally, TrackedTally
+from rsqair_bench.evaluation.evaluate import RelationProbe
+from rsqair_bench.evaluation.matching import ErrorTally, TrackedTally
 from rsqair_bench.models.knockout import AloneInScene
-from rsqair_bench.report_relations import knockout_drops
-from rsqair_bench.runner import run_suite
-from rsqair_bench.significance import compare, minimum_detectable_difference
-from rsqair_bench.suite import validate_suite
+from rsqair_bench.report.relations import knockout_drops
+from rsqair_bench.runner.run import run_suite
+from rsqair_bench.report.significance import compare, minimum_detectable_difference
+from rsqair_bench.runner.suite import validate_suite
 from tests.test_runner import FAKES
 
 
@@ -227,7 +227,7 @@ def fake_prepare_with_checksum(ds):  # noqa: ANN001, ANN201 - module level: pick
 
 
 def test_finished_job_trained_on_a_regenerated_data_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rsqair_bench.runner as runner
+    import rsqair_bench.runner.run as runner
 
     path = _suite_file(tmp_path)
     monkeypatch.setattr(runner, "data_checksum", lambda p: "aaaa")
@@ -243,8 +243,8 @@ def test_evaluation_of_a_relational_model_has_the_study_blocks(tmp_path: Path) -
     """A tiny R-SQAIR(IN) trained 2 steps on generated balls: every new block is filled, on real ball states."""
     from rsqair_bench.config import EvalConfig, EvalSplit, JobConfig, ModelConfig, TrainConfig
     from rsqair_bench.data.h5 import generate_file
-    from rsqair_bench.evaluate import evaluate_checkpoint
-    from rsqair_bench.train import train_job
+    from rsqair_bench.evaluation.evaluate import evaluate_checkpoint
+    from rsqair_bench.training.loop import train_job
 
     data = generate_file(tmp_path / "b.h5", "4", {"training": 4, "validation": 2, "test": 6}, 6, 64, 0, False)
     job = JobConfig(model="sqair+in", seed=0, train_data=str(data), device="cpu",
@@ -266,7 +266,7 @@ def test_evaluation_of_a_relational_model_has_the_study_blocks(tmp_path: Path) -
 
 def test_in_mean_averages_the_effects_where_in_sums_them() -> None:
     """in_mean (a remedy behind its own name) = in's effect sum divided by the number of present neighbours."""
-    from baselines.interaction import InteractionNetworkMean
+    from rsqair_bench.baselines.interaction import InteractionNetworkMean
 
     torch.manual_seed(0)
     summed, mean = InteractionNetwork(4), InteractionNetworkMean(4)

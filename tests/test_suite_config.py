@@ -11,7 +11,7 @@ import yaml
 from rsqair_bench.cli import main
 from rsqair_bench.config import JobConfig, SuiteConfig, dump_yaml, first_changed_setting, load_config
 from rsqair_bench.errors import ConfigError
-from rsqair_bench.suite import expand_jobs, validate_suite
+from rsqair_bench.runner.suite import expand_jobs, validate_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 

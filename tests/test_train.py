@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from rsqair_bench import checkpoint as ckpt
-from rsqair_bench import cli, train
+from rsqair_bench import cli
+from rsqair_bench.training import loop as train
 from rsqair_bench.checkpoint import load_checkpoint
 from rsqair_bench.config import TrainConfig, dump_yaml
 from rsqair_bench.errors import CheckpointError, DataError, TrainingDiverged
-from rsqair_bench.evaluate import evaluate_checkpoint
-from rsqair_bench.train import (
+from rsqair_bench.evaluation.evaluate import evaluate_checkpoint
+from rsqair_bench.training.loop import (
     EarlyStopping,
     WindowBatchSampler,
     curriculum_length,

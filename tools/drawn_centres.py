@@ -24,10 +24,10 @@ import argparse
 import numpy as np
 import torch
 
-from rsqair_bench.ball_states import read_ball_states
+from rsqair_bench.data.ball_states import read_ball_states
 from rsqair_bench.data.loader import BallsDataset
-from rsqair_bench.evaluate import load_model
-from rsqair_bench.matching import MATCH_RADIUS_PX, box_centres, match_within_radius, visible_balls
+from rsqair_bench.evaluation.evaluate import load_model
+from rsqair_bench.evaluation.matching import MATCH_RADIUS_PX, box_centres, match_within_radius, visible_balls
 from rsqair_bench.models.stn import render_sum
 
 DRAWN_SHARE, OWNED_SHARE, EMPTY_MASS = 0.6, 0.3, 5.0

@@ -37,7 +37,7 @@ from rsqair_bench.data import limits
 from rsqair_bench.data.physics import PhysicsParams, Trajectories, parse_balls, simulate_random
 from rsqair_bench.data.render import CONTACT_TOLERANCE_PX, Frames, RenderBuffers, render
 from rsqair_bench.errors import ConfigError, DataError, OutputError
-from rsqair_bench.progress import progress_enabled
+from rsqair_bench.core.progress import progress_enabled
 
 log = logging.getLogger(__name__)
 

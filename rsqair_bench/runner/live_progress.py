@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from rsqair_bench.job_status import STATUS_FILE, JobStatus, read_status
+from rsqair_bench.core.job_status import STATUS_FILE, JobStatus, read_status
 
 BAR_WIDTH = 24
 LIVE_INTERVAL_S = 0.5

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from rsqair_bench.io import read_regular_file
+from rsqair_bench.core.io import read_regular_file
 from rsqair_bench.metrics import MISSING, paper_name_or_model
-from rsqair_bench.textfmt import markdown_name
+from rsqair_bench.report.textfmt import markdown_name
 
 _SEED_DIR = re.compile(r"^seed(-?\d+)$")
 

@@ -39,19 +39,19 @@ from rsqair_bench.config import (
 )
 from rsqair_bench.data import limits
 from rsqair_bench.data.loader import DatasetFactory, default_dataset_factory
-from rsqair_bench.device import device_description, peak_memory_mb, resolve_device
+from rsqair_bench.core.device import device_description, peak_memory_mb, resolve_device
 from rsqair_bench.errors import CheckpointError, ConfigError, DataError
-from rsqair_bench.io import atomic_write, check_outputs, check_writable_dir
+from rsqair_bench.core.io import atomic_write, check_outputs, check_writable_dir
 from rsqair_bench.metrics import TRAIN_KEYS, finite_or_none, paper_name_or_model, write_metrics
 from rsqair_bench.registry import ModelFactory, default_model_factory
-from rsqair_bench.scores import (
+from rsqair_bench.evaluation.scores import (
     LogDensity,
     count_correct,
     data_log_likelihood,
     mean_std_over,
     relational_log_likelihood,
 )
-from rsqair_bench.seeding import derive_seed, seed_error
+from rsqair_bench.core.seeding import derive_seed, seed_error
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class SplitTally:
     """
 
     def __init__(self, samples: int, log_density: LogDensity, states: Any) -> None:
-        from rsqair_bench.dynamics import MatchingScorer, ReferenceScorer
+        from rsqair_bench.evaluation.dynamics import MatchingScorer, ReferenceScorer
 
         self.samples, self.log_density = samples, log_density
         self.references = ReferenceScorer(states, log_density)
@@ -382,7 +382,7 @@ def trained_horizon(state: dict[str, Any]) -> int | None:
 def _ball_states(data_path: str, split: str, frames: int, sequences: int, crop: int) -> Any:
     """True ball states for the reference oracle and the matching metrics; None when the data
     file has none (those metrics are then null) or is not an HDF5 file this package can read."""
-    from rsqair_bench.ball_states import read_ball_states
+    from rsqair_bench.data.ball_states import read_ball_states
 
     if not Path(data_path).is_file():
         return None

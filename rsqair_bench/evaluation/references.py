@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rsqair_bench.ball_states import BallStates
+from rsqair_bench.data.ball_states import BallStates
 from rsqair_bench.data.render import render
 
 REFERENCES = ("empty", "copy_last", "const_velocity", "perfect")

@@ -39,7 +39,7 @@ from rsqair_bench.data.limits import (
     eval_memory_bytes,
 )
 from rsqair_bench.errors import ConfigError, RegistryError
-from rsqair_bench.seeding import effective_seed, seed_error
+from rsqair_bench.core.seeding import effective_seed, seed_error
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _DATA_SUFFIXES = (".h5", ".hdf5")
@@ -238,7 +238,7 @@ def _check_eval_memory(suite: SuiteConfig, key: str, sp: EvalSplit, fail: Fail) 
 
 
 def _check_where_to_run(suite: SuiteConfig, fail: Fail) -> None:
-    from rsqair_bench.device import DEVICE_NAMES, is_device_name
+    from rsqair_bench.core.device import DEVICE_NAMES, is_device_name
 
     if ".." in PurePath(suite.results).parts:
         fail("results", f"path {suite.results!r} escapes with '..' (expected a directory inside the project or an absolute path)")

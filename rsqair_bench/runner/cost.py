@@ -45,7 +45,7 @@ from typing import Any
 from rsqair_bench.config import SuiteConfig, TrainConfig
 from rsqair_bench.errors import ConfigError
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "results" / "bench"  # the committed `bench --json` files
+BENCH_DIR = Path(__file__).resolve().parents[2] / "results" / "bench"  # the committed `bench --json` files
 BASE_MODEL = "sqair"  # whose figure stands in for a model a bench file does not list
 # Evaluation sequences/s per training sequence/s, for an assumed rate (`--throughput IT_PER_S`), which
 # gives no evaluation figure: a forward pass without backward or update. The committed CPU files
@@ -248,9 +248,9 @@ def measure_throughput(suite: SuiteConfig, device_name: str, run: dict[str, Any]
     imported here and nowhere else in this module."""
     import torch
 
-    from rsqair_bench.device import device_description, resolve_device
+    from rsqair_bench.core.device import device_description, resolve_device
     from rsqair_bench.registry import build_model, load_plugins
-    from rsqair_bench.train import build_optimizer, optimizer_update
+    from rsqair_bench.training.loop import build_optimizer, optimizer_update
 
     device = resolve_device(device_name)
     load_plugins(list(suite.plugins))

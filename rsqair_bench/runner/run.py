@@ -44,9 +44,9 @@ from rsqair_bench.config import (
     load_yaml,
 )
 from rsqair_bench.errors import ConfigError
-from rsqair_bench.io import atomic_write_text
-from rsqair_bench.job_status import mark_phase
-from rsqair_bench.live_progress import LiveProgress, TrackedJob
+from rsqair_bench.core.io import atomic_write_text
+from rsqair_bench.core.job_status import mark_phase
+from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob
 from rsqair_bench.metrics import (
     JOB_LEVEL_KEYS,
     TRAIN_KEYS,
@@ -55,8 +55,8 @@ from rsqair_bench.metrics import (
     paper_name_or_model,
     write_metrics,
 )
-from rsqair_bench.progress import progress_enabled
-from rsqair_bench.suite import Job, expand_jobs, validate_suite
+from rsqair_bench.core.progress import progress_enabled
+from rsqair_bench.runner.suite import Job, expand_jobs, validate_suite
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class RunSummary:
 
 # ----------------------------------------------------------------------------- the job function
 def _default_train(job: JobConfig, out_dir: Path, progress: bool = True) -> Any:
-    from rsqair_bench.train import train_job  # lazy: keeps `run --dry-run` and the CLI light
+    from rsqair_bench.training.loop import train_job  # lazy: keeps `run --dry-run` and the CLI light
 
     return train_job(job, out_dir, progress=progress)
 
@@ -104,7 +104,7 @@ def _default_train(job: JobConfig, out_dir: Path, progress: bool = True) -> Any:
 def _default_eval(
     checkpoint: Path, data_path: str, split: EvalSplit, eval_cfg: EvalConfig, device: str = "auto", seed: int = 0
 ) -> dict:
-    from rsqair_bench.evaluate import evaluate_checkpoint
+    from rsqair_bench.evaluation.evaluate import evaluate_checkpoint
 
     rollout = checkpoint.parent / f"rollout_{split.data}_{split.split}.npz"  # for the report's Figure 3
     return evaluate_checkpoint(checkpoint, data_path, split, eval_cfg, device=device, seed=seed, rollout_path=rollout,
@@ -113,7 +113,7 @@ def _default_eval(
 
 def _default_metrics(job: Job, train_result: Any, splits: dict[str, dict], path: Path) -> dict:
     """Job facts from best.pt (evaluate.job_info_from_checkpoint), training totals from the train result."""
-    from rsqair_bench.evaluate import job_info_from_checkpoint
+    from rsqair_bench.evaluation.evaluate import job_info_from_checkpoint
 
     info = job_info_from_checkpoint(job.directory / "best.pt", suite=job.suite, device=job.config.device)
     info["train"] = _train_stats(train_result)
@@ -602,7 +602,7 @@ def seed_major(jobs: list[Job], suite: SuiteConfig) -> list[Job]:
 def _print_dry_run(suite: SuiteConfig, jobs: list[Job], executor: str, workers: int, results_dir: Path, out: Any,
                    throughput: str | None = None) -> None:
     """The jobs, their states and data, then what they will cost (cost.py: iterations and predicted hours)."""
-    from rsqair_bench.cost import cost_lines  # lazy: torch only if a throughput must be measured
+    from rsqair_bench.runner.cost import cost_lines  # lazy: torch only if a throughput must be measured
 
     cost = cost_lines(suite, workers, throughput)  # first: a bad --throughput fails before any output
     print(
@@ -664,7 +664,7 @@ def _print_summary(name: str, summary: RunSummary, out: Any) -> None:
 
 def _write_suite_report(suite: SuiteConfig, results_dir: Path, out: Any) -> Path:
     """report/ from every metrics.json of the suite (report.write_report); returns the report directory."""
-    from rsqair_bench.report import write_report
+    from rsqair_bench.report.tables import write_report
 
     written = write_report(results_dir, expected_seeds=len(suite.seeds), baseline=suite.baseline)
     report_dir = results_dir / "report"
@@ -696,7 +696,7 @@ def command(args: argparse.Namespace) -> int:
     if args.throughput is not None and not args.dry_run:
         raise ConfigError("--throughput: only with --dry-run (it feeds the cost estimate)")
     if not args.dry_run:  # before any data or training work: a cuda suite on a machine without CUDA stops here
-        from rsqair_bench.device import check_run_device  # imports torch
+        from rsqair_bench.core.device import check_run_device  # imports torch
 
         print(check_run_device(suite.device, args.suite, args.executor or suite.executor))
     summary = run_suite(suite, workers=args.workers, executor=args.executor, dry_run=args.dry_run, report=not args.no_report,

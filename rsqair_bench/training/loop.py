@@ -47,7 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from rsqair_bench import checkpoint as ckpt
-from rsqair_bench.compiler import compiler_problem
+from rsqair_bench.core.compiler import compiler_problem
 from rsqair_bench.config import (
     JobConfig,
     ModelConfig,
@@ -60,14 +60,14 @@ from rsqair_bench.config import (
     to_dict,
 )
 from rsqair_bench.data.loader import DatasetFactory, default_dataset_factory
-from rsqair_bench.device import peak_memory_mb, resolve_device
+from rsqair_bench.core.device import peak_memory_mb, resolve_device
 from rsqair_bench.errors import DataError, TrainingDiverged
-from rsqair_bench.io import atomic_write_text, directory_lock
-from rsqair_bench.job_status import StatusWriter
+from rsqair_bench.core.io import atomic_write_text, directory_lock
+from rsqair_bench.core.job_status import StatusWriter
 from rsqair_bench.metrics import TRAIN_KEYS, TrainStats
-from rsqair_bench.progress import progress_enabled
+from rsqair_bench.core.progress import progress_enabled
 from rsqair_bench.registry import ModelFactory, count_parameters, default_model_factory
-from rsqair_bench.seeding import derive_seed
+from rsqair_bench.core.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -725,8 +725,8 @@ def check_train_outputs(config_path: Path, job: JobConfig, out: Path) -> None:
     (checkpoint.pt, best.pt, train_log.csv, ...) had that input replaced by a checkpoint or appended
     to with log rows. One exception: the job file may be `--out`'s own config.yaml when rewriting it
     changes no byte (resuming with the config.yaml a run wrote), since that writes over nothing."""
-    from rsqair_bench.io import check_outputs
-    from rsqair_bench.job_status import STATUS_FILE
+    from rsqair_bench.core.io import check_outputs
+    from rsqair_bench.core.job_status import STATUS_FILE
 
     outputs = {f"--out's {name}": out / name for name in ("config.yaml", LATEST, BEST, LOG_FILE, STATUS_FILE)}
     own_config = out / "config.yaml"

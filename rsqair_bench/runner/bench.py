@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from rsqair_bench.config import ModelConfig, SuiteConfig, TrainConfig, load_config
-from rsqair_bench.device import device_description, peak_memory_mb, resolve_device
-from rsqair_bench.io import atomic_write_text
+from rsqair_bench.core.device import device_description, peak_memory_mb, resolve_device
+from rsqair_bench.core.io import atomic_write_text
 
 
 @dataclass
@@ -133,7 +133,7 @@ def count_flop(step) -> float:
 def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.device, seed: int = 0,
                 train_config: TrainConfig | None = None, peak_flop_per_s: float | None = None) -> ModelBench:
     from rsqair_bench.registry import build_model, count_parameters
-    from rsqair_bench.train import build_optimizer, optimizer_update
+    from rsqair_bench.training.loop import build_optimizer, optimizer_update
 
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -221,7 +221,7 @@ def format_table(rows: list[ModelBench]) -> str:
 def _eager_without_compiler(config: ModelConfig) -> ModelConfig:
     """`config`, or without compile when inductor has no working C++ compiler (as training falls back):
     one warning, and the results' `settings.compile` says false, so no eager figure passes as compiled."""
-    from rsqair_bench.compiler import compiler_problem
+    from rsqair_bench.core.compiler import compiler_problem
 
     problem = compiler_problem()
     if problem is None:
@@ -259,7 +259,7 @@ def command(args: argparse.Namespace) -> int:
 
     config, device_setting, models, train_config = ModelConfig(), "auto", args.model or [], TrainConfig()
     if args.suite:
-        from rsqair_bench.suite import validate_suite
+        from rsqair_bench.runner.suite import validate_suite
 
         suite = validate_suite(load_config(SuiteConfig, args.suite), args.suite)
         config, device_setting, train_config = suite.model_config, suite.device, suite.train

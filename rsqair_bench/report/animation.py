@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rsqair_bench.textfmt import file_name_part
+from rsqair_bench.report.textfmt import file_name_part
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rsqair_bench.errors import ConfigError, DataError
-from rsqair_bench.io import atomic_path, atomic_write_text, check_outputs, owned_directory
+from rsqair_bench.core.io import atomic_path, atomic_write_text, check_outputs, owned_directory
 from rsqair_bench.metrics import (
     MISSING,
     by_model,
@@ -35,7 +35,7 @@ from rsqair_bench.metrics import (
     ordered_models,
     ordered_splits,
 )
-from rsqair_bench.textfmt import fixed, markdown_table
+from rsqair_bench.report.textfmt import fixed, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _values(runs: list[dict], split: str, metric: str) -> tuple[list[float], int
 # ----------------------------------------------------------------------------- tables
 def main_table(runs: list[dict], expected_seeds: int | None = None, compare_paper: bool = False) -> pd.DataFrame:
     """The paper's table: one row per model; strings, so missing seeds/splits are explicit."""
-    from rsqair_bench.report_dynamics import horizon_mark
+    from rsqair_bench.report.dynamics import horizon_mark
 
     grouped = by_model(runs)
     all_seeds = {r["seed"] for r in runs}
@@ -240,7 +240,7 @@ def _plt() -> Any:
 def figure_ll_bars(runs: list[dict], stem: Path, compare_paper: bool = False) -> list[Path]:
     """Figure 4 style: per split, bars of data LL and relational LL with std error bars, and a
     line per reference predictor (empty, copy-last, const-velocity, perfect) when the runs have them."""
-    from rsqair_bench.report_dynamics import draw_reference_lines, has_references
+    from rsqair_bench.report.dynamics import draw_reference_lines, has_references
 
     plt = _plt()
     splits = [s for s in ordered_splits(runs) if any(s in r["splits"] for r in runs)]
@@ -393,7 +393,7 @@ def draw_rollouts(items: list[tuple[str, Path]], stem: Path) -> list[Path]:
 
 def dynamics_files(runs: list[dict]) -> dict[str, str]:
     """dynamics.{md,csv,tex}: object-ball matching per model (docs/metrics.md); none if no run has it."""
-    from rsqair_bench.report_dynamics import dynamics_table, horizon_footnote
+    from rsqair_bench.report.dynamics import dynamics_table, horizon_footnote
 
     grouped = by_model(runs)
     models = ordered_models(runs)
@@ -408,7 +408,7 @@ def dynamics_files(runs: list[dict]) -> dict[str, str]:
 
 def relation_files(runs: list[dict]) -> dict[str, str]:
     """relation_use.{md,csv,tex} (knock-out drops) and neighbours.{md,csv} (per seed); none without them."""
-    from rsqair_bench.report_relations import KNOCKOUT_CAPTION, NEIGHBOURS_CAPTION, knockout_table, neighbours_table
+    from rsqair_bench.report.relations import KNOCKOUT_CAPTION, NEIGHBOURS_CAPTION, knockout_table, neighbours_table
 
     grouped = by_model(runs)
     models = ordered_models(runs)
@@ -446,10 +446,10 @@ def _write_report(
     results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None
 ) -> list[Path]:
     """write_report's work, under its lock."""
-    from rsqair_bench.animation import write_rollout_gifs
-    from rsqair_bench.failures import add_failed_models, collect_failures, failures_note
-    from rsqair_bench.report_dynamics import horizon_footnote, with_reference_rows
-    from rsqair_bench.significance_report import write_significance
+    from rsqair_bench.report.animation import write_rollout_gifs
+    from rsqair_bench.report.failures import add_failed_models, collect_failures, failures_note
+    from rsqair_bench.report.dynamics import horizon_footnote, with_reference_rows
+    from rsqair_bench.report.significance_table import write_significance
 
     results_dir = Path(results_dir)
     runs = collect_metrics(results_dir)
@@ -557,7 +557,7 @@ def command(args: argparse.Namespace) -> int:
                               f"{args.results_dir}, {args.other}), expected two (A and B)")
         args.results_dir, args.other = args.compare_first, args.results_dir
     if args.compare:
-        from rsqair_bench.compare import command as compare_command
+        from rsqair_bench.report.compare import command as compare_command
 
         return compare_command(args)
     if not args.results_dir:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from rsqair_bench.ball_states import BallStates
-from rsqair_bench.matching import (
+from rsqair_bench.data.ball_states import BallStates
+from rsqair_bench.evaluation.matching import (
     CONTACT_GROUPS,
     ERROR_CAP_PX,
     MATCH_RADIUS_PX,
@@ -24,8 +24,8 @@ from rsqair_bench.matching import (
     box_centres,
     visible_balls,
 )
-from rsqair_bench.references import REFERENCES, reference_centres, reference_frames
-from rsqair_bench.scores import LogDensity, data_log_likelihood, relational_log_likelihood
+from rsqair_bench.evaluation.references import REFERENCES, reference_centres, reference_frames
+from rsqair_bench.evaluation.scores import LogDensity, data_log_likelihood, relational_log_likelihood
 
 DYNAMIC_REFERENCES = ("copy_last", "const_velocity")  # the references that predict object centres
 

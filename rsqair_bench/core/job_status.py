@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rsqair_bench.io import read_regular_file
+from rsqair_bench.core.io import read_regular_file
 
 log = logging.getLogger(__name__)
 

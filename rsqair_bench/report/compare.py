@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rsqair_bench import metrics, significance
+from rsqair_bench import metrics
+from rsqair_bench.report import significance
 from rsqair_bench.errors import ConfigError, DataError
-from rsqair_bench.failures import Failure, collect_failures
-from rsqair_bench.io import atomic_write_text, owned_directory
-from rsqair_bench.textfmt import fixed, markdown_name, markdown_table
+from rsqair_bench.report.failures import Failure, collect_failures
+from rsqair_bench.core.io import atomic_write_text, owned_directory
+from rsqair_bench.report.textfmt import fixed, markdown_name, markdown_table
 
 
 def _ordered_union(a: list[str], b: list[str]) -> list[str]:
