@@ -5,7 +5,7 @@ A checkpoint is a plain dict that `torch.load(weights_only=True)` can read: tens
 int, float, bool, None, lists and dicts only. RNG states are stored as the ByteTensors that
 `torch.Generator.get_state()` returns.
 
-Layout (FORMAT_VERSION 1), as train.py's `_Run.snapshot` writes it:
+Layout (FORMAT_VERSION 1), as training/state.py's `TrainRun.snapshot` writes it:
     format, kind ("latest" | "best"), model_name, model_config (dict), model_config_hash,
     config_hash (whole job), seed, plugins, job (dict), seq_len, trained_horizon, best_score,
     early_stopping (dict), the TrainState (iteration, nan_skips, elapsed_seconds, step_seconds,

@@ -26,7 +26,7 @@ from rsqair_bench.core.io import os_error_line
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("rsqair_bench.runner.run", "train and evaluate every model x seed of a suite, then report"),
     "data": ("rsqair_bench.data.commands", "generate or inspect bouncing-balls HDF5 files"),
-    "train": ("rsqair_bench.training.loop", "train one model from a job config"),
+    "train": ("rsqair_bench.training.command", "train one model from a job config"),
     "eval": ("rsqair_bench.evaluation.evaluate", "evaluate a checkpoint on a data split"),
     "report": ("rsqair_bench.report.tables", "write tables and figures from metrics.json files"),
     "bench": ("rsqair_bench.runner.bench", "measure throughput and peak memory"),

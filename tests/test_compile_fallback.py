@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from rsqair_bench.training import loop as train
+from rsqair_bench.training.state import LATEST
 from rsqair_bench.core.compiler import compiler_problem, probe_build
 from rsqair_bench.config import ModelConfig, dump_yaml
 from rsqair_bench.core.job_status import STATUS_FILE, JobStatus, StatusWriter, read_status
@@ -85,7 +86,7 @@ def test_compile_without_a_compiler_trains_eager_warns_once_and_records_why(
     assert result.finished and not result.compiled and result.compile_seconds is None
     assert result.compile_fallback == compiler_problem() and str(no_compiler) in result.compile_fallback
     assert (out / "config.yaml").read_text() == dump_yaml(job) and "compile: true" in dump_yaml(job)
-    saved = torch.load(out / train.LATEST, weights_only=False)
+    saved = torch.load(out / LATEST, weights_only=False)
     assert saved["train_stats"]["compile_fallback"] == result.compile_fallback
     assert saved["model_config"]["compile"] is True  # the job's own config, not the eager stand-in
     metrics = {"model": "sqair", "paper_name": "SQAIR", "seed": job.seed, "suite": "t", "config_hash": "h",

@@ -33,7 +33,7 @@ from rsqair_bench.config import SuiteConfig, TrainConfig, load_config
 from rsqair_bench.core.device import check_run_device
 from rsqair_bench.errors import ConfigError
 from rsqair_bench.runner.suite import validate_suite
-from rsqair_bench.training.loop import EarlyStopping, curriculum_length
+from rsqair_bench.training.schedule import EarlyStopping, curriculum_length
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"batch": 32, "particles": 5, "frames": 5, "iterations": 2, "warmup": 1, "max_objects": 4, "z_what": 5,
@@ -142,7 +142,7 @@ def test_range_ends_follow_train_py(tmp_path: Path) -> None:
 
 
 def test_earliest_stop_is_where_early_stopping_can_first_stop() -> None:
-    """The claim in `earliest_stop`'s docstring, checked against train.py's EarlyStopping."""
+    """The claim in `earliest_stop`'s docstring, checked against training/schedule.py's EarlyStopping."""
     train = TrainConfig(validate_every=7, early_stop_patience=4)
     stopper = EarlyStopping(train.early_stop_patience)
     iteration = 0

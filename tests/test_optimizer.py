@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from rsqair_bench.config import TrainConfig
-from rsqair_bench.training.loop import build_optimizer, optimizer_update
+from rsqair_bench.training.optim import build_optimizer, optimizer_update
 
 
 def test_rmsprop_first_step_uses_an_accumulator_that_starts_at_one():

@@ -28,6 +28,7 @@ import yaml
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench import cli
 from rsqair_bench.training import loop as train
+from rsqair_bench.training.state import LATEST
 from rsqair_bench.evaluation import evaluate as ev
 from rsqair_bench.config import EvalConfig, EvalSplit, SuiteConfig, dump_yaml, load_config
 from rsqair_bench.data import h5, limits
@@ -218,7 +219,7 @@ def test_case04_nan_inside_a_distribution_takes_the_divergence_path(tmp_path: Pa
         train.train_job(job, out, progress=False, model_factory=_nan_factory(3, 99), dataset_factory=FakeBallsDataset)
     message = str(info.value)
     assert len(message.splitlines()) == 1 and "iteration 3" in message and "kept" in message
-    assert ckpt.load_checkpoint(out / train.LATEST)["iteration"] == 2  # the last good checkpoint
+    assert ckpt.load_checkpoint(out / LATEST)["iteration"] == 2  # the last good checkpoint
 
     # with train.max_nan_skips, the batch is skipped like a batch with a NaN loss
     job = tiny_job(fake_h5, checkpoint_every=2, validate_every=2, max_iterations=6, max_nan_skips=1)
@@ -244,7 +245,7 @@ def test_case04_nonfinite_parameters_are_never_checkpointed(tmp_path: Path, fake
     with pytest.raises(TrainingDiverged, match="parameters became non-finite.*kept"):
         train.train_job(job, out, progress=False, model_factory=lambda n, c: ParamsBlowUp(c),
                         dataset_factory=FakeBallsDataset)
-    state = ckpt.load_checkpoint(out / train.LATEST)
+    state = ckpt.load_checkpoint(out / LATEST)
     assert state["iteration"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 

@@ -29,6 +29,7 @@ import yaml
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench import cli
 from rsqair_bench.training import loop as train
+from rsqair_bench.training.state import BEST
 from rsqair_bench.evaluation import evaluate as ev
 from rsqair_bench.config import dump_yaml
 from rsqair_bench.data.loader import BallsDataset
@@ -69,7 +70,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, fake_h5: Path) -> Path:
     out = tmp_path_factory.mktemp("job")
     train.train_job(tiny_job(fake_h5, max_iterations=4), out, progress=False, model_factory=fake_factory(),
                     dataset_factory=FakeBallsDataset)
-    return out / train.BEST
+    return out / BEST
 
 
 @pytest.fixture
@@ -219,7 +220,7 @@ def test_case01_train_out_over_its_train_data_is_refused(fake_h5: Path, tmp_path
                                                          fake_eval: None) -> None:
     out = tmp_path / "J"
     out.mkdir()
-    data = out / train.BEST  # the training data, at the path training writes its best checkpoint to
+    data = out / BEST  # the training data, at the path training writes its best checkpoint to
     shutil.copy(fake_h5, data)
     before = data.read_bytes()
     cfg = tmp_path / "job.yaml"

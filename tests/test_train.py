@@ -21,13 +21,9 @@ from rsqair_bench.checkpoint import load_checkpoint
 from rsqair_bench.config import TrainConfig, dump_yaml
 from rsqair_bench.errors import CheckpointError, DataError, TrainingDiverged
 from rsqair_bench.evaluation.evaluate import evaluate_checkpoint
-from rsqair_bench.training.loop import (
-    EarlyStopping,
-    WindowBatchSampler,
-    curriculum_length,
-    learning_rate_factor,
-    train_job,
-)
+from rsqair_bench.training.loop import train_job
+from rsqair_bench.training.schedule import EarlyStopping, curriculum_length, learning_rate_factor
+from rsqair_bench.training.windows import WindowBatchSampler
 from tests.fakes import FakeBallsDataset, fake_factory, tiny_job, write_fake_h5
 
 REPO = Path(__file__).resolve().parents[1]

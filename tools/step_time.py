@@ -58,7 +58,7 @@ def main() -> None:
     model = build_model(args.model, config)
     try:  # trees with a compiled optimizer update use it with --compile, as training does
         from rsqair_bench.config import TrainConfig
-        from rsqair_bench.training.loop import build_optimizer, optimizer_update
+        from rsqair_bench.training.optim import build_optimizer, optimizer_update
     except ImportError:
         optimizer = torch.optim.Adam(model.parameters(), 3e-4)
         update = optimizer.step

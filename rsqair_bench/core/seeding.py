@@ -2,7 +2,7 @@
 
 Every random stream of a job is a seeded `torch.Generator` whose seed is `derive_seed(job seed, purpose, ...)`.
 Purposes in use: 0 model init, 1 epoch order, 2 training windows, 3 model noise, 4/5 validation noise/order,
-6 DataLoader workers (train.py); 10 sampled last frames, 11 IWAE bound, 12 loader (evaluate.py).
+6 DataLoader workers (training/loop.py); 10 sampled last frames, 11 IWAE bound, 12 loader (evaluation/evaluate.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Throughput: `python -m rsqair_bench bench`.
 
 Measures, per model, training iterations/s and sequences/s (forward + backward + the training
-optimizer's step, `train.build_optimizer`), evaluation sequences/s (IWAE bound with `particles`, no
+optimizer's step, `training.optim.build_optimizer`), evaluation sequences/s (IWAE bound with `particles`, no
 gradients), the relation's own forward+backward time as a share of a training step, peak memory,
 and what bounds the step: operator calls per step (torch profiler, every recorded op including
 nested ones), FLOP per step (torch.utils.flop_counter, matmuls and convolutions) and the achieved
@@ -133,7 +133,7 @@ def count_flop(step) -> float:
 def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.device, seed: int = 0,
                 train_config: TrainConfig | None = None, peak_flop_per_s: float | None = None) -> ModelBench:
     from rsqair_bench.registry import build_model, count_parameters
-    from rsqair_bench.training.loop import build_optimizer, optimizer_update
+    from rsqair_bench.training.optim import build_optimizer, optimizer_update
 
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

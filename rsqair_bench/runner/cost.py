@@ -3,7 +3,7 @@
 Two things, per job and for the whole suite:
 
 - the iterations the training protocol implies, as a range: the earliest iteration at which
-  train.py can stop a job (early stopping, `earliest_stop`) to `train.max_iterations`, plus the
+  training/loop.py can stop a job (early stopping, `earliest_stop`) to `train.max_iterations`, plus the
   `train.max_minutes` time cap when one is set;
 - the wall time those iterations take on the suite's device, from a throughput figure: a
   `bench --json` file (`--throughput FILE`, else the best match among the committed
@@ -20,10 +20,10 @@ The model of a job's time (each assumption is a knob a reader can check against 
 - a training step's time is proportional to the frames in its sequences (the curriculum grows them
   from `curriculum_start` to `curriculum_max`) and to batch x particles when the figure was
   measured at another batch or particle count (linear: right on a CPU, pessimistic on a GPU);
-- one validation is `validation_sequences` forward passes at `curriculum_max` frames (train.py
+- one validation is `validation_sequences` forward passes at `curriculum_max` frames (training/loop.py
   `validation_bound`), at the figure's evaluation rate;
 - evaluation of a split costs (`eval.samples` + 1) forward passes per sequence (the batched sampled
-  frames and the whole-sequence bound, evaluate.py `_score_batches`), scaled by frames, particles and
+  frames and the whole-sequence bound, evaluation/evaluate.py `_score_batches`), scaled by frames, particles and
   object slots;
 - `workers` jobs run at once, in the runner's order (`runner.seed_major`); on a CPU, jobs whose
   threads outnumber the cores slow down in proportion, and on a GPU parallel jobs share the one
@@ -66,7 +66,7 @@ MEASURE_STEPS = 2  # timed training steps of a dry-run measurement: enough for h
 class IterationRange:
     """What the protocol implies about one job's iterations (see `iteration_range`)."""
 
-    earliest: int  # the earliest iteration at which train.py can stop a job that does not diverge
+    earliest: int  # the earliest iteration at which training/loop.py can stop a job that does not diverge
     latest: int  # train.max_iterations
     validate_every: int
     validate_every_why: str  # "train.validate_every" or "one epoch: N // batch"
@@ -75,17 +75,17 @@ class IterationRange:
 
 
 def validate_every(train: TrainConfig, training_sequences: int) -> tuple[int, str]:
-    """Iterations between validations, as train.py `_train_loop` sets them, and why."""
+    """Iterations between validations, as training/loop.py `_train_loop` sets them, and why."""
     if train.validate_every:
         return train.validate_every, "train.validate_every"
-    per_epoch = max(1, training_sequences // train.batch_size)  # train.py refuses fewer sequences than a batch
+    per_epoch = max(1, training_sequences // train.batch_size)  # training/loop.py refuses fewer sequences than a batch
     return per_epoch, f"one epoch: {training_sequences:,} // {train.batch_size}"
 
 
 def earliest_stop(train: TrainConfig, every: int) -> int:
     """The earliest iteration early stopping can end a job: (patience + 1) validations.
 
-    Why not later: train.py validates at every multiple of `every` (`_validate_and_checkpoint`)
+    Why not later: training/loop.py validates at every multiple of `every` (`_validate_and_checkpoint`)
     whatever the curriculum's length, and `EarlyStopping` stops after `patience` consecutive
     validations without a strictly higher score. The first finite validation is always an
     improvement (there is no best yet), so the earliest stop is when the first validation is the
@@ -110,7 +110,7 @@ def iteration_range(train: TrainConfig, training_sequences: int) -> IterationRan
 
 
 def frame_iterations(iterations: int, train: TrainConfig) -> int:
-    """Sum over the first `iterations` steps of the frames per sequence (train.py `curriculum_length`)."""
+    """Sum over the first `iterations` steps of the frames per sequence (training/schedule.py `curriculum_length`)."""
     total, length, start = 0, train.curriculum_start, 0
     while start < iterations:
         if length >= train.curriculum_max:
@@ -250,7 +250,7 @@ def measure_throughput(suite: SuiteConfig, device_name: str, run: dict[str, Any]
 
     from rsqair_bench.core.device import device_description, resolve_device
     from rsqair_bench.registry import build_model, load_plugins
-    from rsqair_bench.training.loop import build_optimizer, optimizer_update
+    from rsqair_bench.training.optim import build_optimizer, optimizer_update
 
     device = resolve_device(device_name)
     load_plugins(list(suite.plugins))

@@ -127,7 +127,7 @@ def write_basic_metrics(job: Job, train_result: Any, splits: dict[str, dict], pa
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
-    """A train result as a mapping: train.TrainResult, or a plain dict of the same fields (fakes, external steps)."""
+    """A train result as a mapping: training.state.TrainResult, or a plain dict of the same fields (fakes, external steps)."""
     if result is None:
         return {}
     if isinstance(result, dict):
