@@ -321,7 +321,7 @@ def test_case07_full_disk_during_checkpoint_write_keeps_the_old_one(tmp_path: Pa
 def test_case07_read_only_output_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
     import rsqair_bench.core.io as rio
 
-    def read_only(path: Path) -> Path:
+    def read_only(path: Path, *_: Any) -> Path:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
     monkeypatch.setattr(rio, "_create_temp", read_only)

@@ -1,4 +1,12 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash never corrupts the old one."""
+"""Atomic file writes and file locks, each through one path.
+
+Every file the package writes whole goes through `atomic_path` (temp file beside the target, then
+rename): a reader never sees a half-written file, a crash never corrupts the old one. `fsync`
+(default on) makes the new content durable before the rename; only the ephemeral, frequent
+status.json turns it off. Every lock is `hold_lock` (an OS file lock via `filelock`, freed when its
+holder dies, SIGKILL included): `directory_lock` (one writer per job directory), `owned_directory`
+(one report writer, which then removes orphaned temp files) and the data file's generation lock.
+"""
 
 from __future__ import annotations
 
@@ -156,31 +164,30 @@ def owned_directory(directory: str | Path, wait_s: float = 600.0, subdirectories
     Why: `kill -9` during `report` left `report/.*.tmp` files that no later run removed. Under the lock
     no other writer of the directory is running, so every temp file in it is an orphan.
     """
-    import filelock
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(directory / LOCK_FILE), timeout=wait_s)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise LockedError(f"{directory / LOCK_FILE}: held by another process writing {directory} "
-                          f"for over {wait_s:.0f} s; wait for it to finish") from None
-    try:
+    with hold_lock(directory / LOCK_FILE, wait_s,
+                   f"held by another process writing {directory} for over {wait_s:.0f} s; wait for it to finish"):
         for sub in ("", *subdirectories):
             remove_orphan_temps(directory / sub)
         yield directory
-    finally:
-        lock.release()
 
 
-def _create_temp(path: Path) -> Path:
+def _temp_name(path: Path, suffix: str = "") -> str:
+    """`.NAME.<8 hex>.tmp`, or `.STEM.<8 hex>.tmp<suffix>` for writers that pick a format from the
+    extension (the GIF writer): the names TEMP_NAME recognises as orphans."""
+    if suffix:
+        return f".{path.stem}.{secrets.token_hex(4)}.tmp{suffix}"
+    return f".{path.name}.{secrets.token_hex(4)}.tmp"
+
+
+def _create_temp(path: Path, name: Callable[[Path], str]) -> Path:
     """A new, empty temp file beside `path`, created with mode 0666 & ~umask (the same mode as a plain open()).
 
     Why not tempfile.mkstemp: it forces mode 0600 whatever the umask, so results were unreadable to a group.
     """
     for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = path.with_name(name(path))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -191,42 +198,53 @@ def _create_temp(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, fsync: bool = True, suffix: str = "",
+                temp_name: Callable[[Path], str] | None = None, errors: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block succeeds, fsync it and rename it over `path`.
 
     For writers that want a file name (numpy, matplotlib, h5py). On an exception the temp file is removed
     and `path` is untouched. An OSError (read-only or full filesystem, no permission) becomes a one-line
     OutputError naming `path` and the cause.
+
+    `fsync=False` skips both fsyncs (file and directory): for a file rewritten every second whose loss
+    in a crash costs nothing (status.json). `suffix` ends the temp name (writers that choose the format
+    from it); `temp_name` replaces the naming altogether (the data generator's `.NAME.tmp-PID`, whose
+    PID tells a killed generator's leftover from a live one's file). `errors=False` lets an OSError
+    through unchanged, for a caller that words it itself.
     """
     path = Path(path)
     tmp_path: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_path = _create_temp(path)
+        tmp_path = _create_temp(path, temp_name or (lambda p: _temp_name(p, suffix)))
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if fsync:
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp_path, path)
-        _fsync_directory(path.parent)
+        if fsync:
+            _fsync_directory(path.parent)
     except OSError as err:
+        if not errors:
+            raise
         raise OutputError(f"{path}: cannot write ({_cause(err, path)})") from None
     finally:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], fsync: bool = True) -> None:
     """Atomically write the bytes that `write(fileobj)` produces (e.g. `lambda fh: torch.save(obj, fh)`)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, fsync=fsync) as tmp, open(tmp, "wb") as fh:
         write(fh)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write(path, lambda fh: fh.write(data))
+def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
+    atomic_write(path, lambda fh: fh.write(data), fsync=fsync)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: str | Path, text: str, fsync: bool = True) -> None:
+    atomic_write_bytes(path, text.encode(), fsync=fsync)
 
 
 @contextlib.contextmanager
@@ -236,18 +254,27 @@ def directory_lock(directory: str | Path, flag: str = "--out") -> Iterator[None]
     Why: two trainers on one directory both resume the same checkpoint and append every log row twice.
     The lock is an OS file lock, so it frees itself when its holder dies (SIGKILL included).
     """
-    import filelock
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(directory / LOCK_FILE), timeout=0)
+    with hold_lock(directory / LOCK_FILE, 0, "held by another process training or running this job; "
+                   f"wait for it to finish or choose another {flag}"):
+        yield
+
+
+@contextlib.contextmanager
+def hold_lock(lock_file: str | Path, wait_s: float | None = None, busy: str = "held by another process") -> Iterator[None]:
+    """Hold the OS file lock `lock_file` for the block, waiting up to `wait_s` seconds for it (0: refuse at
+    once; None: as long as it takes); when that runs out, LockedError `LOCK_FILE: busy`.
+
+    The one place the package takes a lock: an OS lock (`filelock`), so it frees itself when its holder
+    dies, SIGKILL included, and a stale lock file never blocks anyone."""
+    import filelock
+
+    lock = filelock.FileLock(str(lock_file), timeout=-1 if wait_s is None else wait_s)
     try:
         lock.acquire()
     except filelock.Timeout:
-        raise LockedError(
-            f"{directory / LOCK_FILE}: held by another process training or running this job; "
-            f"wait for it to finish or choose another {flag}"
-        ) from None
+        raise LockedError(f"{lock_file}: {busy}") from None
     try:
         yield
     finally:

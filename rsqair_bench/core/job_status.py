@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rsqair_bench.core.io import read_regular_file
+from rsqair_bench.core.io import atomic_write_text, read_regular_file
+from rsqair_bench.errors import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,15 @@ class JobStatus:
 
 
 def _write(path: Path, status: JobStatus) -> None:
-    """Atomic, without fsync (the file is ephemeral); failures are logged, never raised."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Atomic, without fsync; failures are logged, never raised.
+
+    Why no fsync: the file is rewritten about once a second while a job trains and only feeds the live
+    display, so a crash that loses the last write costs nothing, while two fsyncs per write would
+    cost the trainer's disk a flush every second."""
     try:
-        tmp.write_text(json.dumps(asdict(status)))
-        os.replace(tmp, path)
-    except OSError as err:
+        atomic_write_text(path, json.dumps(asdict(status)), fsync=False)
+    except OutputError as err:
         log.debug("%s: status not written (%s)", path, err)
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 STATUS_LIMIT = 64 * 1024  # bytes: a status file is about 300; anything larger is not one of ours

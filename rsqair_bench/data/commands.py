@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from rsqair_bench.config import DataSetConfig
+from rsqair_bench.core.io import hold_lock
 from rsqair_bench.data.h5 import (
     SPLIT_NAMES,
     checksum_reports,
@@ -238,11 +239,9 @@ def ensure_dataset(cfg: DataSetConfig, progress: bool = True) -> Path:
     elsewhere (e.g. R-NEM's) must have the splits with at least cfg.frames frames of cfg.size.
     A file lock makes concurrent jobs wait for one generator instead of racing.
     """
-    from filelock import FileLock
-
     path = Path(cfg.path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with hold_lock(str(path) + ".lock"):  # waits as long as another job's generation takes
         if not path.exists():
             log.info("generating %s (%s balls, splits %s)", path, cfg.balls, cfg.splits)
             return generate_file(path, cfg.balls, dict(cfg.splits), cfg.frames, cfg.size, cfg.seed, progress)

@@ -36,8 +36,9 @@ from rsqair_bench import __version__
 from rsqair_bench.data import limits
 from rsqair_bench.data.physics import PhysicsParams, Trajectories, parse_balls, simulate_random
 from rsqair_bench.data.render import CONTACT_TOLERANCE_PX, Frames, RenderBuffers, render
-from rsqair_bench.errors import ConfigError, DataError, OutputError
+from rsqair_bench.core.io import atomic_path
 from rsqair_bench.core.progress import progress_enabled
+from rsqair_bench.errors import ConfigError, DataError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,8 @@ def generate_file(
         "contact_tolerance_px": CONTACT_TOLERANCE_PX, "compression": f"gzip-{COMPRESSION_LEVEL}",
     }
     remove_orphan_temps(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # a file with this process's PID is a leftover of an earlier process that had the same PID
+    path.with_name(_temp_name(path)).unlink(missing_ok=True)
     total = sum(int(v) for v in splits.values())
     bar = None
     if progress_enabled(progress):
@@ -195,13 +197,13 @@ def generate_file(
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h5-writer")
     restore_sigterm = _sigterm_raises()
     try:
-        with h5py.File(tmp, "w") as f:
+        # fsync'd before the rename: a crash right after generation must not leave a truncated file
+        # under the final name, which ensure_dataset would then find and keep
+        with atomic_path(path, temp_name=_temp_name, errors=False) as tmp, h5py.File(tmp, "w") as f:
             digests = _write_splits(f, balls, splits, frames, size, seed, chunk, params, buffer_sets, pool, bar)
             _write_file_attrs(f, seed, parameters, digests)
-        os.replace(tmp, path)
     except BaseException as err:
         pool.shutdown(wait=True)
-        tmp.unlink(missing_ok=True)
         if isinstance(err, OSError):  # full disk, read-only filesystem: one line, nothing left behind
             reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
             raise OutputError(f"{path}: cannot write ({reason}); nothing was written") from None
@@ -296,6 +298,11 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def _temp_name(path: Path) -> str:
+    """`.NAME.tmp-PID`: the PID lets `remove_orphan_temps` tell a killed generator's file from a live one's."""
+    return f".{path.name}.tmp-{os.getpid()}"
 
 
 def remove_orphan_temps(path: Path) -> list[Path]:

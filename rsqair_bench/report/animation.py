@@ -16,13 +16,12 @@ Pillow writer (no ffmpeg needed), kept under MAX_BYTES each.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rsqair_bench.core.io import atomic_path
 from rsqair_bench.report.textfmt import file_name_part
 
 log = logging.getLogger(__name__)
@@ -106,18 +105,22 @@ def write_gif(npz: Path, title: str, path: Path) -> Path | None:
     data = _load(npz)
     if data is None:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp.gif")
     try:
-        for dpi in DPI_STEPS:
-            _draw(data, title, tmp, dpi)
-            if tmp.stat().st_size <= MAX_BYTES:
-                os.replace(tmp, path)
-                return path
+        with atomic_path(path, suffix=".gif") as tmp:  # suffix: the GIF writer picks its format from it
+            for dpi in DPI_STEPS:
+                _draw(data, title, tmp, dpi)
+                if tmp.stat().st_size <= MAX_BYTES:
+                    break
+            else:
+                raise _TooBig
+    except _TooBig:
         log.warning("%s: GIF over %d bytes even at %d dpi; not written", path, MAX_BYTES, DPI_STEPS[-1])
         return None
-    finally:
-        tmp.unlink(missing_ok=True)
+    return path
+
+
+class _TooBig(Exception):
+    """No resolution brought the GIF under MAX_BYTES: leave the atomic write without renaming."""
 
 
 def write_rollout_gifs(runs: list[dict[str, Any]], figures: Path) -> list[Path]:

@@ -13,6 +13,7 @@ steps are parameters so tests can run the runner with fake ones.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -43,8 +44,8 @@ from rsqair_bench.config import (
     load_config,
     load_yaml,
 )
-from rsqair_bench.errors import ConfigError
-from rsqair_bench.core.io import atomic_write_text
+from rsqair_bench.errors import ConfigError, LockedError
+from rsqair_bench.core.io import atomic_write_text, directory_lock
 from rsqair_bench.core.job_status import mark_phase
 from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob
 from rsqair_bench.metrics import (
@@ -191,48 +192,48 @@ def execute_job(
     metrics_fn: MetricsFn | None = None,
 ) -> JobOutcome:
     """Train, evaluate best.pt on every eval split, write metrics.json, then DONE. Never raises."""
-    import filelock
-
     start = time.perf_counter()
     out = job.directory
-    out.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(out / ".lock"), timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        return JobOutcome(job.name, "locked", str(out), error="locked by another runner")
-    try:
-        finished = (out / "DONE").exists()
-        if finished and not stale_splits(job):  # another runner finished it while we waited
-            return JobOutcome(job.name, "skipped", str(out))
+    with contextlib.ExitStack() as held:
         try:
-            if finished:  # trained already: evaluate best.pt again where the evaluation changed
-                train_result, splits = _reevaluation_inputs(job)
-                todo = stale_splits(job)
-            else:
-                atomic_write_text(out / "config.yaml", dump_yaml(job.config))
-                atomic_write_text(out / TRAIN_DATA_FILE, json.dumps(_train_data_identity(job), indent=2) + "\n")
-                train_result, splits = (train_fn or _default_train)(job.config, out, progress=progress), {}
-                todo = dict.fromkeys(job.eval.splits, "not evaluated")
-            mark_phase(out, "evaluating")  # for the live display; no-op without a status file
-            for key in todo:
-                split = job.eval.splits[key]
-                entry = (eval_fn or _default_eval)(
-                    out / "best.pt", job.split_data_path(split.data), split, job.eval, device=job.config.device, seed=job.seed
-                )
-                splits[key] = {**entry, "settings": _split_settings(job, key)}
-            (metrics_fn or _default_metrics)(job, train_result, splits, out / "metrics.json")
-            (out / "error.txt").unlink(missing_ok=True)
-            atomic_write_text(out / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
-        except BaseException as err:  # noqa: BLE001 - a job's failure is recorded, not propagated
-            if isinstance(err, KeyboardInterrupt):
-                raise
-            atomic_write_text(out / "error.txt", traceback.format_exc())
-            line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            return JobOutcome(job.name, "failed", str(out), time.perf_counter() - start, line)
-        return JobOutcome(job.name, "done", str(out), time.perf_counter() - start)
-    finally:
-        lock.release()
+            held.enter_context(directory_lock(out))  # the lock `train --out` takes too
+        except LockedError:
+            return JobOutcome(job.name, "locked", str(out), error="locked by another runner")
+        return _execute_locked(job, out, start, progress, train_fn, eval_fn, metrics_fn)
+
+
+def _execute_locked(job: Job, out: Path, start: float, progress: bool, train_fn: TrainFn | None,
+                    eval_fn: EvalFn | None, metrics_fn: MetricsFn | None) -> JobOutcome:
+    """execute_job's work, under the job directory's lock."""
+    finished = (out / "DONE").exists()
+    if finished and not stale_splits(job):  # another runner finished it while we waited
+        return JobOutcome(job.name, "skipped", str(out))
+    try:
+        if finished:  # trained already: evaluate best.pt again where the evaluation changed
+            train_result, splits = _reevaluation_inputs(job)
+            todo = stale_splits(job)
+        else:
+            atomic_write_text(out / "config.yaml", dump_yaml(job.config))
+            atomic_write_text(out / TRAIN_DATA_FILE, json.dumps(_train_data_identity(job), indent=2) + "\n")
+            train_result, splits = (train_fn or _default_train)(job.config, out, progress=progress), {}
+            todo = dict.fromkeys(job.eval.splits, "not evaluated")
+        mark_phase(out, "evaluating")  # for the live display; no-op without a status file
+        for key in todo:
+            split = job.eval.splits[key]
+            entry = (eval_fn or _default_eval)(
+                out / "best.pt", job.split_data_path(split.data), split, job.eval, device=job.config.device, seed=job.seed
+            )
+            splits[key] = {**entry, "settings": _split_settings(job, key)}
+        (metrics_fn or _default_metrics)(job, train_result, splits, out / "metrics.json")
+        (out / "error.txt").unlink(missing_ok=True)
+        atomic_write_text(out / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+    except BaseException as err:  # noqa: BLE001 - a job's failure is recorded, not propagated
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        atomic_write_text(out / "error.txt", traceback.format_exc())
+        line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return JobOutcome(job.name, "failed", str(out), time.perf_counter() - start, line)
+    return JobOutcome(job.name, "done", str(out), time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------------- finished jobs: what is stale
