@@ -165,3 +165,17 @@ def test_report_draws_a_single_rollout_file(tmp_path, capsys):
     assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
     assert main(["report", "--rollout", str(tmp_path / "missing.npz")]) == 1
     assert "missing.npz: no such rollout file" in capsys.readouterr().err
+
+
+def test_latex_escapes_every_name_once() -> None:
+    """Model names come from metrics.json: `_ & % \\` and friends must print as text, escaped once
+    (tabulate's own latex formats would escape a second time), and ± must become math."""
+    import pandas as pd
+
+    from rsqair_bench.report.tables import to_latex
+
+    table = pd.DataFrame({"LL_data & 50%": ["1.00 ± 2.00"]}, index=pd.Index(["sqair+my_rel\\x"], name="model"))
+    tex = to_latex(table, "R_SQAIR")
+    assert r"sqair+my\_rel\textbackslash{}x" in tex and r"LL\_data \& 50\%" in tex and r"1.00 $\pm$ 2.00" in tex
+    assert r"\textbackslash{}textbackslash" not in tex and r"\\_" not in tex and "±" not in tex
+    assert tex.startswith("\\begin{table}[t]\n") and r"\begin{tabular}{lr}" in tex and r"\caption{R\_SQAIR}" in tex

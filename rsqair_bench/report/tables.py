@@ -210,20 +210,20 @@ def _latex_escape(text: str) -> str:
 
 
 def to_latex(table: pd.DataFrame, caption: str) -> str:
-    """A booktabs tabular, built by hand so no LaTeX/Jinja dependency is needed."""
-    header = [table.index.name or ""] + list(table.columns)
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\small",
-        r"\begin{tabular}{l" + "r" * len(table.columns) + "}",
-        r"\toprule",
-        " & ".join(_latex_escape(h) for h in header) + r" \\",
-        r"\midrule",
-    ]
-    for idx, row in table.iterrows():
-        lines.append(" & ".join(_latex_escape(v) for v in [idx, *row.tolist()]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}", r"\end{table}", ""]
+    """The table as a LaTeX table float: the tabular laid out by tabulate, every cell escaped here.
+
+    Why tabulate's `latex_raw`: its `latex`/`latex_booktabs` formats escape cells themselves, with
+    fewer rules than `_latex_escape` (no `|`, backtick or line break) and without `$\\pm$` for ±,
+    so escaping before them would escape twice. Numbers are passed as the text the other tables
+    print (`disable_numparse`), so tabulate never reformats one."""
+    from tabulate import tabulate
+
+    header = [_latex_escape(h) for h in [table.index.name or "", *table.columns]]
+    rows = [[_latex_escape(v) for v in [idx, *row.tolist()]] for idx, row in table.iterrows()]
+    tabular = tabulate(rows, headers=header, tablefmt="latex_raw", disable_numparse=True,
+                       colalign=("left", *["right"] * len(table.columns)))
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", tabular,
+             rf"\caption{{{_latex_escape(caption)}}}", r"\end{table}", ""]
     return "\n".join(lines)
 
 
