@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from rsqair_bench.config import first_changed_setting, to_dict
-from rsqair_bench.errors import CheckpointError, OutputError
 from rsqair_bench.core.io import atomic_write
+from rsqair_bench.errors import CheckpointError, OutputError
 
 FORMAT_VERSION = 1
 

@@ -18,9 +18,9 @@ import os
 import sys
 from types import ModuleType
 
-from rsqair_bench.errors import BenchError
 from rsqair_bench.core.exit_guard import must_finish
 from rsqair_bench.core.io import os_error_line
+from rsqair_bench.errors import BenchError
 
 # subcommand -> (module implementing it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -28,7 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("rsqair_bench.data.commands", "generate or inspect bouncing-balls HDF5 files"),
     "train": ("rsqair_bench.training.command", "train one model from a job config"),
     "eval": ("rsqair_bench.evaluation.evaluate", "evaluate a checkpoint on a data split"),
-    "report": ("rsqair_bench.report.tables", "write tables and figures from metrics.json files"),
+    "report": ("rsqair_bench.report.write", "write tables and figures from metrics.json files"),
     "bench": ("rsqair_bench.runner.bench", "measure throughput and peak memory"),
     "list": ("rsqair_bench.registry", "list registered models with parameter counts"),
     "validate": ("rsqair_bench.runner.suite", "check a suite file without running it"),

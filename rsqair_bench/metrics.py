@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rsqair_bench.errors import DataError
 from rsqair_bench.core.io import atomic_write_text
+from rsqair_bench.errors import DataError
 
 
 # ----------------------------------------------------------------------------- schema

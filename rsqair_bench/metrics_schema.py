@@ -20,8 +20,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rsqair_bench.errors import DataError
 from rsqair_bench.core.io import os_error_line, read_regular_file
+from rsqair_bench.errors import DataError
 
 SCHEMA_VERSION = 1  # metrics.json layout; a file without `schema_version` predates the field and is version 1
 SEED_LIMIT = 2**63  # seeds are in [0, 2**63) (seeding.check_seed)

@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from rsqair_bench.training import loop as train
-from rsqair_bench.training.state import LATEST
-from rsqair_bench.core.compiler import compiler_problem, probe_build
 from rsqair_bench.config import ModelConfig, dump_yaml
+from rsqair_bench.core.compiler import compiler_problem, probe_build
 from rsqair_bench.core.job_status import STATUS_FILE, JobStatus, StatusWriter, read_status
-from rsqair_bench.runner.live_progress import job_line
 from rsqair_bench.metrics import write_metrics
 from rsqair_bench.metrics_schema import read_metrics
 from rsqair_bench.registry import build_model
+from rsqair_bench.runner.live_progress import job_line
+from rsqair_bench.training import loop as train
+from rsqair_bench.training.state import LATEST
 from tests.fakes import FakeBallsDataset, fake_factory, tiny_job, write_fake_h5
 
 

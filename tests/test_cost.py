@@ -27,11 +27,11 @@ import pytest
 import torch
 import yaml
 
-from rsqair_bench.runner import cost
 from rsqair_bench.cli import main
 from rsqair_bench.config import SuiteConfig, TrainConfig, load_config
 from rsqair_bench.core.device import check_run_device
 from rsqair_bench.errors import ConfigError
+from rsqair_bench.runner import cost
 from rsqair_bench.runner.suite import validate_suite
 from rsqair_bench.training.schedule import EarlyStopping, curriculum_length
 

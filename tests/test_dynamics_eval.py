@@ -18,7 +18,7 @@ from rsqair_bench.data.h5 import generate_file
 from rsqair_bench.evaluation.evaluate import evaluate_checkpoint, job_info_from_checkpoint
 from rsqair_bench.metrics import write_metrics
 from rsqair_bench.models.sqair import Generation
-from rsqair_bench.report.tables import write_report
+from rsqair_bench.report.write import write_report
 from rsqair_bench.training.loop import train_job
 from tests.fakes import FakeSQAIR, fake_factory, tiny_job, write_fake_h5
 

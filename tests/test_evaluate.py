@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from rsqair_bench import cli
-from rsqair_bench.training import loop as train
 from rsqair_bench.config import EvalConfig, EvalSplit
+from rsqair_bench.core.seeding import derive_seed
 from rsqair_bench.errors import DataError
 from rsqair_bench.evaluation.evaluate import evaluate_checkpoint, job_info_from_checkpoint
-from rsqair_bench.metrics import SPLIT_KEYS, TOP_KEYS, TRAIN_KEYS, validate_metrics, write_metrics
 from rsqair_bench.evaluation.scores import collision_mask, data_log_likelihood, visible_objects
-from rsqair_bench.core.seeding import derive_seed
+from rsqair_bench.metrics import SPLIT_KEYS, TOP_KEYS, TRAIN_KEYS, validate_metrics, write_metrics
+from rsqair_bench.training import loop as train
 from rsqair_bench.training.loop import train_job
 from tests.fakes import FakeBallsDataset, fake_factory, tiny_job, write_fake_h5
 

@@ -30,7 +30,8 @@ try:
 except SystemExit as exit_:
     code = exit_.code
 print(json.dumps({"code": code, "imported": sorted(m for m in ("torch", "rsqair_bench.baselines.interaction", "pandas",
-                  "rsqair_bench.training.loop", "rsqair_bench.evaluation.evaluate", "rsqair_bench.report.tables", "rsqair_bench.runner.bench")
+                  "rsqair_bench.training.loop", "rsqair_bench.evaluation.evaluate", "rsqair_bench.report.write",
+                  "rsqair_bench.runner.bench")
                   if m in sys.modules)}), file=sys.stderr)
 """
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from rsqair_bench.models.sqair import SQAIR
 from rsqair_bench.evaluation.scores import (
     count_correct,
     data_log_likelihood,
@@ -17,6 +16,7 @@ from rsqair_bench.evaluation.scores import (
     relational_log_likelihood,
     visible_objects,
 )
+from rsqair_bench.models.sqair import SQAIR
 
 STD = 0.3
 H = W = 6

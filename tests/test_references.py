@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from rsqair_bench.data.ball_states import read_ball_states
 from rsqair_bench.config import ModelConfig
+from rsqair_bench.data.ball_states import read_ball_states
 from rsqair_bench.data.h5 import generate_file
 from rsqair_bench.data.loader import BallsDataset
 from rsqair_bench.evaluation.dynamics import ReferenceScorer
-from rsqair_bench.models.sqair import SQAIR
 from rsqair_bench.evaluation.references import reference_frames
+from rsqair_bench.models.sqair import SQAIR
 
 SEQUENCES, FRAMES = 160, 10
 

@@ -137,7 +137,8 @@ def test_duplicate_registration_names_both(tmp_path: Path) -> None:
         registry.load_plugins([str(path)])
     message = str(err.value)
     assert "'in' registered twice" in message
-    assert "rsqair_bench.baselines.interaction.InteractionNetwork" in message and "ImpostorIN" in message and "dup_plugin.py" in message
+    assert "rsqair_bench.baselines.interaction.InteractionNetwork" in message
+    assert "ImpostorIN" in message and "dup_plugin.py" in message
     assert registry.get_relation("in").__name__ == "InteractionNetwork"
 
 

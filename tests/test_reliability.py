@@ -27,15 +27,15 @@ import yaml
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench import cli
-from rsqair_bench.training import loop as train
-from rsqair_bench.training.state import LATEST
-from rsqair_bench.evaluation import evaluate as ev
 from rsqair_bench.config import EvalConfig, EvalSplit, SuiteConfig, dump_yaml, load_config
+from rsqair_bench.core.io import atomic_write_text
 from rsqair_bench.data import h5, limits
 from rsqair_bench.errors import ConfigError, OutputError, TrainingDiverged
-from rsqair_bench.core.io import atomic_write_text
+from rsqair_bench.evaluation import evaluate as ev
 from rsqair_bench.runner.run import JobOutcome, run_suite, write_basic_metrics
 from rsqair_bench.runner.suite import validate_suite
+from rsqair_bench.training import loop as train
+from rsqair_bench.training.state import LATEST
 from tests.fakes import FakeBallsDataset, FakeSQAIR, tiny_job, write_fake_h5
 from tests.reliability_jobs import crash_eval, crash_train, no_data
 

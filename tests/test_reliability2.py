@@ -28,16 +28,16 @@ import yaml
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench import cli
-from rsqair_bench.training import loop as train
-from rsqair_bench.training.state import BEST
-from rsqair_bench.evaluation import evaluate as ev
 from rsqair_bench.config import dump_yaml
+from rsqair_bench.core.job_status import STATUS_FILE, read_status
 from rsqair_bench.data.loader import BallsDataset
 from rsqair_bench.errors import DataError, OutputError
-from rsqair_bench.core.job_status import STATUS_FILE, read_status
-from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob
+from rsqair_bench.evaluation import evaluate as ev
 from rsqair_bench.metrics import collect_metrics, write_metrics
-from rsqair_bench.report.tables import write_report
+from rsqair_bench.report.write import write_report
+from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob
+from rsqair_bench.training import loop as train
+from rsqair_bench.training.state import BEST
 from tests.fakes import FakeBallsDataset, fake_factory, tiny_job, write_fake_h5
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,9 @@ import pytest
 
 from rsqair_bench.cli import main
 from rsqair_bench.errors import DataError
-from rsqair_bench.report.tables import collect_metrics, main_table, write_report
+from rsqair_bench.metrics import collect_metrics
+from rsqair_bench.report.tables import main_table
+from rsqair_bench.report.write import write_report
 
 GOLDEN = Path(__file__).parent / "golden" / "report_table.md"
 PAPER_NAMES = {"sqair": "SQAIR", "sqair+in": "R-SQAIR(IN)", "sqair+rmc": "R-SQAIR(RMC)", "sqair+gru": "SQAIR+GRU"}

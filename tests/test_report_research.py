@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from rsqair_bench.report.animation import HOLD_LAST, MAX_BYTES
 from rsqair_bench.cli import main
-from rsqair_bench.report.tables import write_report
+from rsqair_bench.report.animation import HOLD_LAST, MAX_BYTES
+from rsqair_bench.report.write import write_report
 from tests.test_report import _write
 from tests.test_suite_config import _error, _load
 

@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from rsqair_bench.baselines.interaction import InteractionNetwork
 from rsqair_bench.baselines.rmc import RelationalMemoryCore
 from rsqair_bench.baselines.rnn import ObjectGRU
-from rsqair_bench.data.ball_states import BallStates
+
 from rsqair_bench.config import SuiteConfig, load_config
+from rsqair_bench.data.ball_states import BallStates
 from rsqair_bench.errors import ConfigError
 from rsqair_bench.evaluation.evaluate import RelationProbe
 from rsqair_bench.evaluation.matching import ErrorTally, TrackedTally
 from rsqair_bench.models.knockout import AloneInScene
 from rsqair_bench.report.relations import knockout_drops
-from rsqair_bench.runner.run import run_suite
 from rsqair_bench.report.significance import compare, minimum_detectable_difference
+from rsqair_bench.runner.run import run_suite
 from rsqair_bench.runner.suite import validate_suite
 from tests.test_runner import FAKES
 

@@ -16,11 +16,11 @@ import torch
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench import cli
-from rsqair_bench.training import loop as train
 from rsqair_bench.checkpoint import load_checkpoint
 from rsqair_bench.config import TrainConfig, dump_yaml
 from rsqair_bench.errors import CheckpointError, DataError, TrainingDiverged
 from rsqair_bench.evaluation.evaluate import evaluate_checkpoint
+from rsqair_bench.training import loop as train
 from rsqair_bench.training.loop import train_job
 from rsqair_bench.training.schedule import EarlyStopping, curriculum_length, learning_rate_factor
 from rsqair_bench.training.windows import WindowBatchSampler

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from rsqair_bench import __version__
+from rsqair_bench.core.io import atomic_path
+from rsqair_bench.core.progress import progress_enabled
 from rsqair_bench.data import limits
 from rsqair_bench.data.physics import PhysicsParams, Trajectories, parse_balls, simulate_random
 from rsqair_bench.data.render import CONTACT_TOLERANCE_PX, Frames, RenderBuffers, render
-from rsqair_bench.core.io import atomic_path
-from rsqair_bench.core.progress import progress_enabled
 from rsqair_bench.errors import ConfigError, DataError, OutputError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from torch.utils.data import Dataset
 from rsqair_bench.data.h5 import open_h5, validate_split
 from rsqair_bench.errors import DataError
 
-
 RANGE_CHECK_SEQUENCES = 8  # sequences read when a file is opened, spread over the split (first and last included)
 RANGE_SLACK = 1e-6  # float features may round a hair outside [0, 1]
 

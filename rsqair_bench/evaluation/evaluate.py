@@ -37,13 +37,12 @@ from rsqair_bench.config import (
     eval_split_checks,
     parse_dataclass,
 )
+from rsqair_bench.core.device import device_description, peak_memory_mb, resolve_device
+from rsqair_bench.core.io import atomic_write, check_outputs, check_writable_dir
+from rsqair_bench.core.seeding import derive_seed, seed_error
 from rsqair_bench.data import limits
 from rsqair_bench.data.loader import DatasetFactory, default_dataset_factory
-from rsqair_bench.core.device import device_description, peak_memory_mb, resolve_device
 from rsqair_bench.errors import CheckpointError, ConfigError, DataError
-from rsqair_bench.core.io import atomic_write, check_outputs, check_writable_dir
-from rsqair_bench.metrics import TRAIN_KEYS, finite_or_none, paper_name_or_model, write_metrics
-from rsqair_bench.registry import ModelFactory, default_model_factory
 from rsqair_bench.evaluation.scores import (
     LogDensity,
     count_correct,
@@ -51,7 +50,8 @@ from rsqair_bench.evaluation.scores import (
     mean_std_over,
     relational_log_likelihood,
 )
-from rsqair_bench.core.seeding import derive_seed, seed_error
+from rsqair_bench.metrics import TRAIN_KEYS, finite_or_none, paper_name_or_model, write_metrics
+from rsqair_bench.registry import ModelFactory, default_model_factory
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from rsqair_bench import metrics
-from rsqair_bench.report import significance
-from rsqair_bench.errors import ConfigError, DataError
-from rsqair_bench.report.failures import Failure, collect_failures
 from rsqair_bench.core.io import atomic_write_text, owned_directory
+from rsqair_bench.errors import ConfigError, DataError
+from rsqair_bench.report import significance
+from rsqair_bench.report.failures import Failure, collect_failures
 from rsqair_bench.report.textfmt import fixed, markdown_name, markdown_table
 
 

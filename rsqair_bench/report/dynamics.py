@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rsqair_bench.metrics import MISSING
 from rsqair_bench.evaluation.references import LABELS, REFERENCES
+from rsqair_bench.metrics import MISSING
 
 HORIZON_MARK = "†"
 HORIZON_NOTE = (f"{HORIZON_MARK} scored at more frames T than the checkpoint was trained on "

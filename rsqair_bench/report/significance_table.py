@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from rsqair_bench import metrics
-from rsqair_bench.report import significance
 from rsqair_bench.core.io import atomic_write_text
+from rsqair_bench.report import significance
 from rsqair_bench.report.textfmt import markdown_name, markdown_table
 
 DEFAULT_BASELINE = "sqair"

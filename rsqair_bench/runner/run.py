@@ -44,10 +44,10 @@ from rsqair_bench.config import (
     load_config,
     load_yaml,
 )
-from rsqair_bench.errors import ConfigError, LockedError
 from rsqair_bench.core.io import atomic_write_text, directory_lock
 from rsqair_bench.core.job_status import mark_phase
-from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob
+from rsqair_bench.core.progress import progress_enabled
+from rsqair_bench.errors import ConfigError, LockedError
 from rsqair_bench.metrics import (
     JOB_LEVEL_KEYS,
     TRAIN_KEYS,
@@ -56,7 +56,7 @@ from rsqair_bench.metrics import (
     paper_name_or_model,
     write_metrics,
 )
-from rsqair_bench.core.progress import progress_enabled
+from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob
 from rsqair_bench.runner.suite import Job, expand_jobs, validate_suite
 
 log = logging.getLogger(__name__)
@@ -665,7 +665,7 @@ def _print_summary(name: str, summary: RunSummary, out: Any) -> None:
 
 def _write_suite_report(suite: SuiteConfig, results_dir: Path, out: Any) -> Path:
     """report/ from every metrics.json of the suite (report.write_report); returns the report directory."""
-    from rsqair_bench.report.tables import write_report
+    from rsqair_bench.report.write import write_report
 
     written = write_report(results_dir, expected_seeds=len(suite.seeds), baseline=suite.baseline)
     report_dir = results_dir / "report"

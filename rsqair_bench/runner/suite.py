@@ -27,6 +27,7 @@ from rsqair_bench.config import (
     check_train_config,
     load_config,
 )
+from rsqair_bench.core.seeding import effective_seed, seed_error
 from rsqair_bench.data.limits import (
     MAX_EVAL_BATCH_BYTES,
     MAX_FRAMES,
@@ -39,7 +40,6 @@ from rsqair_bench.data.limits import (
     eval_memory_bytes,
 )
 from rsqair_bench.errors import ConfigError, RegistryError
-from rsqair_bench.core.seeding import effective_seed, seed_error
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _DATA_SUFFIXES = (".h5", ".hdf5")
