@@ -2,7 +2,7 @@
 
 One file per job, `results/<suite>/<model>/seed<k>/metrics.json` (fields: docs/metrics.md). Who fills it:
 - the job-level facts come from the checkpoint (`evaluate.job_info_from_checkpoint`, the `eval --out`
-  command) or from the runner's job and train result (`runner.build_metrics`);
+  command) or from the runner's job and train result (`runner.job.build_metrics`);
 - `train` comes from the train result (`TrainStats`, one route: best.pt is never rewritten for it);
 - each `splits` entry is what `evaluate.evaluate_checkpoint` returns for one split.
 Whoever fills it, `write_metrics` is the only writer. The report, the significance tests, `report --compare`
@@ -62,7 +62,7 @@ EVALUATION_VERSION = 2  # bumped when evaluation adds or changes a metric: `run`
 def evaluation_settings(split: Any, eval_cfg: Any) -> dict[str, Any]:
     """A split entry's `settings`: everything that decides its numbers besides the checkpoint and the seed
     (the EvalSplit as the suite gave it, the EvalConfig, the evaluation code's version). `run` compares
-    it with the suite to find finished jobs whose evaluation is stale (runner.stale_splits)."""
+    it with the suite to find finished jobs whose evaluation is stale (runner.job.stale_splits)."""
     return {"split": dataclasses.asdict(split), "samples": eval_cfg.samples, "particles": eval_cfg.particles,
             "batch_size": eval_cfg.batch_size, "version": EVALUATION_VERSION}
 

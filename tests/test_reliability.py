@@ -32,7 +32,8 @@ from rsqair_bench.core.io import atomic_write_text
 from rsqair_bench.data import h5, limits
 from rsqair_bench.errors import ConfigError, OutputError, TrainingDiverged
 from rsqair_bench.evaluation import evaluate as ev
-from rsqair_bench.runner.run import JobOutcome, run_suite, write_basic_metrics
+from rsqair_bench.runner.job import JobOutcome, write_basic_metrics
+from rsqair_bench.runner.run import run_suite
 from rsqair_bench.runner.suite import validate_suite
 from rsqair_bench.training import loop as train
 from rsqair_bench.training.state import LATEST

@@ -23,7 +23,8 @@ import yaml
 
 from rsqair_bench.config import DataSetConfig, EvalConfig, EvalSplit, JobConfig, SuiteConfig, load_config
 from rsqair_bench.errors import ConfigError
-from rsqair_bench.runner.run import RunSummary, build_metrics, run_suite, write_basic_metrics
+from rsqair_bench.runner.job import build_metrics, write_basic_metrics
+from rsqair_bench.runner.run import RunSummary, run_suite
 from rsqair_bench.runner.suite import expand_jobs, validate_suite
 
 ROOT = Path(__file__).resolve().parents[1]
