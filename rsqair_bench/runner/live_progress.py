@@ -2,7 +2,7 @@
 
 Why: with several workers, training happens in other processes and nothing reached the
 terminal until a job finished (~8 minutes into the quick suite). Workers write
-`status.json` (job_status.py); a thread in the main process reads them and draws. At a
+`status.json` (core/job_status.py); a thread in the main process reads them and draws. At a
 terminal the block is redrawn in place twice a second; otherwise (CI logs, a pipe, `CI` set)
 it prints plain `progress:` lines every `plain_interval` seconds, and only when something
 moved. The display reads files only, so it cannot change results.
