@@ -26,6 +26,7 @@ from rsqair_bench.data.h5 import generate_file
 from rsqair_bench.data.loader import BallsDataset
 from rsqair_bench.evaluation.evaluate import evaluate_checkpoint
 from rsqair_bench.evaluation.scores import visible_objects
+from rsqair_bench.registry import ModelFactory
 from rsqair_bench.runner.suite import validate_suite
 from rsqair_bench.training.loop import train_job
 
@@ -67,10 +68,10 @@ def test_sqair_improves_its_bound_and_finds_the_balls(tmp_path: Path, restore_to
 
 DYNAMICS_ITERATIONS = 1000  # a fixed count keeps the check deterministic (eager, one thread)
 # Thresholds and the runs that set them: see `test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last`.
-MIN_GAIN_OVER_COPY_LAST = 150.0  # nats, sampled frame 10
-MIN_TRACKED_FRACTION = 0.5
-MIN_DYNAMICS_COVERAGE = 0.9
-MAX_DYNAMICS_DUPLICATES = 0.05
+MIN_GAIN_OVER_COPY_LAST = 150.0  # nats, sampled frame 10; worst measured run 209.7
+MIN_TRACKED_FRACTION = 0.5  # worst 0.862
+MIN_DYNAMICS_COVERAGE = 0.75  # worst 0.873 (it was 0.9, which seed 1 fails)
+MAX_DYNAMICS_DUPLICATES = 0.2  # worst 0.097 (it was 0.05, which seed 1 fails)
 LEARN_SUITE = Path(__file__).resolve().parents[1] / "suites" / "learn.yaml"
 
 
@@ -95,13 +96,13 @@ def dynamics_check_job(data: Path, seed: int = 0, threads: int = 1) -> JobConfig
     )
 
 
-def run_dynamics_check(workdir: Path, seed: int = 0, threads: int = 1) -> dict:
+def run_dynamics_check(workdir: Path, seed: int = 0, threads: int = 1, model_factory: ModelFactory | None = None) -> dict:
     """Train the check's job and evaluate its best.pt on learn.yaml's 4-ball test split (50 sequences)."""
     suite = validate_suite(load_config(SuiteConfig, LEARN_SUITE), LEARN_SUITE)
     ds = suite.data[suite.train_data]
     data = generate_file(workdir / "balls4.h5", ds.balls, dict(ds.splits), frames=ds.frames, size=ds.size,
                          seed=ds.seed, progress=False)
-    train_job(dynamics_check_job(data, seed, threads), workdir / "job", progress=False)
+    train_job(dynamics_check_job(data, seed, threads), workdir / "job", progress=False, model_factory=model_factory)
     return evaluate_checkpoint(workdir / "job" / "best.pt", str(data),
                                EvalSplit(data="balls4", split="test", frames=10, sequences=50),
                                EvalConfig(samples=5, particles=5), device="cpu")
@@ -118,13 +119,21 @@ def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path,
     Measured (`python tools/learning_margins.py SEED THREADS`, the same function; sampled frame 10,
     copy-last -114.7 nats on these 50 sequences):
 
-    MARGINS_TABLE
+    | run | gain over copy-last (nats) | tracked fraction | coverage | duplicates | tracked prior / copy-last px |
+    |---|---|---|---|---|---|
+    | seed 0 | 266.1 | 0.949 | 0.960 | 0.011 | 2.83 / 3.03 |
+    | seed 1 | 209.7 | 0.862 | 0.873 | 0.097 | 3.01 / 3.04 |
+    | seed 2 | 278.9 | 0.924 | 0.930 | 0.028 | 2.82 / 3.04 |
+    | seed 0, rounding perturbed (`--perturb`) | 226.2 | 0.944 | 0.944 | 0.017 | 3.05 / 3.03 |
+    | threshold | > 150 | > 0.5 | >= 0.75 | <= 0.2 | not asserted |
+    | margin of the worst run | 59.7 | 0.36 | 0.12 | 0.10 | — |
 
-    Each threshold sits below the worst measured run by the margin in the last column. The tracked
-    prior error against copy-last's (2.83 vs 3.03 px for seed 0 before) is reported, not asserted:
-    its margin over copy-last was below the spread between these runs, so one rounding change could
-    flip it (a float32 change once did, docs/sqair.md); the data LL gain carries the same claim with
-    a margin of over 100 nats."""
+    Every threshold is cleared by the worst of the four runs by the margin in the last row, and is far
+    from what an untrained model scores (coverage 0.01, gain below 0: it draws nothing). The tracked
+    prior error against copy-last's is printed, not asserted: the rounding-perturbed run of seed 0
+    has it 0.02 px worse than copy-last and seed 1 only 0.03 px better, so one rounding change flips
+    it (a float32 change once did, docs/sqair.md); the data LL gain carries the claim "the prior
+    predicts the next frame better than copying the last one" with a margin of 60 nats."""
     metrics = run_dynamics_check(tmp_path)
     model_ll = metrics["data_ll"]["mean"]
     copy_ll = metrics["references"]["copy_last"]["data_ll"]

@@ -204,7 +204,8 @@ def test_changed_eval_settings_are_evaluated_again_from_best_pt_without_training
     assert _calls(tmp_path)[3:] == ["eval:balls4 sqair/seed0"]  # evaluated, not trained
     metrics = json.loads((tmp_path / "results/fake/sqair/seed0/metrics.json").read_text())
     assert metrics["splits"]["balls4/test"]["samples"] == 3 and metrics["train"]["iterations"] == 2
-    _suite_file(tmp_path, samples=3, splits={"balls4/test": {"data": "balls4"}, "balls4/val": {"data": "balls4", "split": "validation"}})
+    two = {"balls4/test": {"data": "balls4"}, "balls4/val": {"data": "balls4", "split": "validation"}}
+    _suite_file(tmp_path, samples=3, splits=two)
     _run(path)
     assert _calls(tmp_path)[4:] == ["eval:balls4 sqair/seed0"]  # only the new split
     metrics = json.loads((tmp_path / "results/fake/sqair/seed0/metrics.json").read_text())

@@ -525,7 +525,7 @@ def _iteration_lines(rng: IterationRange, tr: TrainConfig) -> list[str]:
     return [f"  iterations per job: {rng.earliest:,} .. {rng.latest:,}",
             f"    earliest: early stopping after {tr.early_stop_patience} + 1 validations with the first one best, "
             f"{validating}; {curriculum} ({wait})",
-            f"    latest: train.max_iterations"]
+            "    latest: train.max_iterations"]
 
 
 def _rel(path: Path) -> str:

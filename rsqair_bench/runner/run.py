@@ -277,7 +277,8 @@ def _write_suite_report(suite: SuiteConfig, results_dir: Path, out: Any) -> Path
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help="suite YAML file (e.g. suites/quick.yaml)")
-    parser.add_argument("--dry-run", action="store_true", help="list the jobs, where they write and what they will cost (estimates); run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the jobs, where they write and what they will cost (estimates); run nothing")
     parser.add_argument("--workers", type=int, default=None, help="parallel jobs (default: the suite's workers)")
     parser.add_argument("--executor", choices=["local", "ray"], default=None, help="default: the suite's executor")
     parser.add_argument("--no-report", action="store_true", help="do not write tables and figures at the end")
