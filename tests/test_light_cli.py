@@ -49,8 +49,9 @@ def _probe(args: list[str], cwd: Path) -> dict:
     ["run", "SUITE", "--dry-run", "--throughput", "2.0"],
 ])
 def test_help_validate_and_dry_run_do_not_import_torch(tmp_path, args):
-    suite = tmp_path / "quick.yaml"
-    shutil.copy(ROOT / "suites" / "quick.yaml", suite)  # run from tmp_path: results/ and data/ land there
+    suite = tmp_path / "quick.yaml"  # run from tmp_path: results/ and data/ land there
+    shutil.copy(ROOT / "suites" / "quick.yaml", suite)
+    shutil.copy(ROOT / "suites" / "learn.yaml", tmp_path / "learn.yaml")  # its `base:`
     result = _probe([str(suite) if a == "SUITE" else a for a in args], tmp_path)
     assert result["code"] == 0, result
     assert result["imported"] == [], f"{' '.join(args)} imported {result['imported']}"

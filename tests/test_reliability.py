@@ -27,7 +27,7 @@ import yaml
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench import cli
-from rsqair_bench.config import EvalConfig, EvalSplit, SuiteConfig, dump_yaml, load_config
+from rsqair_bench.config import EvalConfig, EvalSplit, SuiteConfig, dump_yaml, load_config, load_suite_mapping
 from rsqair_bench.core.io import atomic_write_text
 from rsqair_bench.data import h5, limits
 from rsqair_bench.errors import ConfigError, OutputError, TrainingDiverged
@@ -72,7 +72,7 @@ def _fake_checkpoint(path: Path, **extra: Any) -> Path:
 
 
 def _quick_suite(tmp_path: Path, **changes: Any) -> dict[str, Any]:
-    doc = yaml.safe_load((ROOT / "suites" / "quick.yaml").read_text())
+    doc = load_suite_mapping(ROOT / "suites" / "quick.yaml")  # its `base:` chain resolved: a standalone suite
     doc["results"] = str(tmp_path / "results")
     for name, ds in doc["data"].items():
         ds["path"] = str(tmp_path / f"{name}.h5")

@@ -28,7 +28,7 @@ import yaml
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench import cli
-from rsqair_bench.config import dump_yaml
+from rsqair_bench.config import dump_yaml, load_suite_mapping
 from rsqair_bench.core.job_status import STATUS_FILE, read_status
 from rsqair_bench.data.loader import BallsDataset
 from rsqair_bench.errors import DataError, OutputError
@@ -90,7 +90,7 @@ def _fake_checkpoint(path: Path) -> Path:
 
 def _quick_suite(tmp_path: Path, **changes: Any) -> Path:
     """suites/quick.yaml with its data and results under tmp_path, `changes` (dotted keys) applied, written out."""
-    doc = yaml.safe_load((ROOT / "suites" / "quick.yaml").read_text())
+    doc = load_suite_mapping(ROOT / "suites" / "quick.yaml")  # its `base:` chain resolved: a standalone suite
     doc["results"] = str(tmp_path / "results")
     for name, ds in doc["data"].items():
         ds["path"] = str(tmp_path / f"{name}.h5")
@@ -382,7 +382,7 @@ def test_case12_metrics_json_gets_a_schema_version_and_old_files_still_load(tmp_
 # ----------------------------------------------------------------------------- partial: validate knows more
 @pytest.mark.parametrize("changes, needles", [
     ({"data.balls4.size": 32}, ["data.balls4.size", "smaller than the 50x50 crop"]),
-    ({"train.batch_size": 700}, ["train.batch_size", "600 sequences"]),
+    ({"train.batch_size": 4001}, ["train.batch_size", "4000 sequences"]),
     ({"eval.samples": 10**9}, ["eval.splits.balls4/test", "lower eval.samples"]),
     ({"train.lr_decay_at": [0.5, 0.5]}, ["train.lr_decay_at", "each fraction once"]),
     ({"results": "/"}, ["results", "the filesystem root"]),
