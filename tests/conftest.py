@@ -48,3 +48,12 @@ def _restore_one_thread() -> Iterator[None]:
     yield
     if torch.get_num_threads() != SESSION_THREADS:
         torch.set_num_threads(SESSION_THREADS)
+
+
+@pytest.fixture(scope="module")
+def fake_h5(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a Path
+    """A tiny data file in R-NEM's layout (tests/fakes.py), one per test module (the reliability tests)."""
+    from tests.fakes import write_fake_h5
+
+    return write_fake_h5(tmp_path_factory.mktemp("data") / "fake.h5", frames=12,
+                         sizes={"training": 4, "validation": 2, "test": 2})

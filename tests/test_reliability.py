@@ -27,7 +27,7 @@ import yaml
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench import cli
-from rsqair_bench.config import EvalConfig, EvalSplit, SuiteConfig, dump_yaml, load_config, load_suite_mapping
+from rsqair_bench.config import EvalConfig, EvalSplit, SuiteConfig, dump_yaml, load_config
 from rsqair_bench.core.io import atomic_write_text
 from rsqair_bench.data import h5, limits
 from rsqair_bench.errors import ConfigError, OutputError, TrainingDiverged
@@ -37,30 +37,15 @@ from rsqair_bench.runner.run import run_suite
 from rsqair_bench.runner.suite import validate_suite
 from rsqair_bench.training import loop as train
 from rsqair_bench.training.state import LATEST
-from tests.fakes import FakeBallsDataset, FakeSQAIR, tiny_job, write_fake_h5
+from tests.cli_checks import assert_one_line, quick_suite_doc, run_cli
+from tests.fakes import FakeBallsDataset, FakeSQAIR, tiny_job
 from tests.reliability_jobs import crash_eval, crash_train, no_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------- helpers
-def _main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    """Run the CLI in-process; returns (exit code, stderr). A traceback would propagate and fail the test."""
-    code = cli.main(argv)
-    return code, capsys.readouterr().err.strip()
-
-
-def _one_line(code: int, err: str, *needles: str) -> None:
-    assert code != 0, err
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-
-
-@pytest.fixture(scope="module")
-def fake_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_fake_h5(tmp_path_factory.mktemp("data") / "fake.h5", frames=12,
-                         sizes={"training": 4, "validation": 2, "test": 2})
+_main, _one_line = run_cli, assert_one_line  # short names for the many calls below
 
 
 def _fake_checkpoint(path: Path, **extra: Any) -> Path:
@@ -72,17 +57,7 @@ def _fake_checkpoint(path: Path, **extra: Any) -> Path:
 
 
 def _quick_suite(tmp_path: Path, **changes: Any) -> dict[str, Any]:
-    doc = load_suite_mapping(ROOT / "suites" / "quick.yaml")  # its `base:` chain resolved: a standalone suite
-    doc["results"] = str(tmp_path / "results")
-    for name, ds in doc["data"].items():
-        ds["path"] = str(tmp_path / f"{name}.h5")
-    for dotted, value in changes.items():
-        node = doc
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return doc
+    return quick_suite_doc(tmp_path, **changes)
 
 
 def _write_yaml(path: Path, doc: dict[str, Any]) -> Path:

@@ -28,7 +28,7 @@ import yaml
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench import cli
-from rsqair_bench.config import dump_yaml, load_suite_mapping
+from rsqair_bench.config import dump_yaml
 from rsqair_bench.core.job_status import STATUS_FILE, read_status
 from rsqair_bench.data.loader import BallsDataset
 from rsqair_bench.errors import DataError, OutputError
@@ -38,30 +38,15 @@ from rsqair_bench.report.write import write_report
 from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob
 from rsqair_bench.training import loop as train
 from rsqair_bench.training.state import BEST
-from tests.fakes import FakeBallsDataset, fake_factory, tiny_job, write_fake_h5
+from tests.cli_checks import assert_one_line, quick_suite_doc, run_cli
+from tests.fakes import FakeBallsDataset, fake_factory, tiny_job
 
 ROOT = Path(__file__).resolve().parents[1]
 HANG_S = 10.0  # a read that has not returned by then is hung (the FIFO cases)
 
 
 # ----------------------------------------------------------------------------- helpers
-def _main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    """Run the CLI in-process; returns (exit code, stderr). A traceback would propagate and fail the test."""
-    code = cli.main(argv)
-    return code, capsys.readouterr().err.strip()
-
-
-def _one_line(code: int, err: str, *needles: str) -> None:
-    assert code != 0, err
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-
-
-@pytest.fixture(scope="module")
-def fake_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_fake_h5(tmp_path_factory.mktemp("data") / "fake.h5", frames=12,
-                         sizes={"training": 4, "validation": 2, "test": 2})
+_main, _one_line = run_cli, assert_one_line  # short names for the many calls below
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +74,9 @@ def _fake_checkpoint(path: Path) -> Path:
 
 
 def _quick_suite(tmp_path: Path, **changes: Any) -> Path:
-    """suites/quick.yaml with its data and results under tmp_path, `changes` (dotted keys) applied, written out."""
-    doc = load_suite_mapping(ROOT / "suites" / "quick.yaml")  # its `base:` chain resolved: a standalone suite
-    doc["results"] = str(tmp_path / "results")
-    for name, ds in doc["data"].items():
-        ds["path"] = str(tmp_path / f"{name}.h5")
-    for dotted, value in changes.items():
-        node = doc
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
+    """quick_suite_doc written out as tmp_path/suite.yaml."""
     path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.write_text(yaml.safe_dump(quick_suite_doc(tmp_path, **changes), sort_keys=False))
     return path
 
 

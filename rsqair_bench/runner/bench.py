@@ -17,8 +17,10 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -130,6 +132,20 @@ def count_flop(step) -> float:
     return float(counter.get_total_flops())
 
 
+def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, update: Callable[[], Any],
+                    x: torch.Tensor, particles: int, generator: torch.Generator) -> Callable[[], None]:
+    """One optimisation step on fixed frames x [B, T, 1, H, W], taken as training takes it (forward, zero_grad,
+    backward, the optimizer's update): what `bench` and the dry run's throughput measurement time."""
+
+    def step() -> None:
+        out = model(x, particles, generator)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        update()
+
+    return step
+
+
 def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.device, seed: int = 0,
                 train_config: TrainConfig | None = None, peak_flop_per_s: float | None = None) -> ModelBench:
     from rsqair_bench.registry import build_model, count_parameters
@@ -146,11 +162,7 @@ def bench_model(name: str, config: ModelConfig, s: BenchSettings, device: torch.
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def train_step() -> None:
-        out = model(x, s.particles, sample_gen)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        update()
+    train_step = make_train_step(model, optimizer, update, x, s.particles, sample_gen)
 
     with _Timer(device) as first_timer:
         train_step()  # compiles here when model_config.compile is set

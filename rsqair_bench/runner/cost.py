@@ -250,6 +250,7 @@ def measure_throughput(suite: SuiteConfig, device_name: str, run: dict[str, Any]
 
     from rsqair_bench.core.device import device_description, resolve_device
     from rsqair_bench.registry import build_model, load_plugins
+    from rsqair_bench.runner.bench import make_train_step
     from rsqair_bench.training.optim import build_optimizer, optimizer_update
 
     device = resolve_device(device_name)
@@ -269,11 +270,7 @@ def measure_throughput(suite: SuiteConfig, device_name: str, run: dict[str, Any]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def step() -> None:
-        out = model(x, tr.particles, sample_gen)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        update()
+    step = make_train_step(model, optimizer, update, x, tr.particles, sample_gen)
 
     old_threads = torch.get_num_threads()
     if device.type == "cpu":
