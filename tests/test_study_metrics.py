@@ -277,3 +277,25 @@ def test_in_mean_averages_the_effects_where_in_sums_them() -> None:
     e_sum, e_mean = summed(z, present, None)[0][..., 4:], mean(z, present, None)[0][..., 4:]
     assert torch.allclose(e_mean[0], e_sum[0] / 3) and torch.allclose(e_mean[1, :2], e_sum[1, :2] / 1)
     assert torch.count_nonzero(e_mean[1, 2:]) == 0
+
+
+# ----------------------------------------------------------------------------- which jobs learned
+def test_learning_note_lists_jobs_below_the_bar_with_their_curve(tmp_path: Path) -> None:
+    from rsqair_bench.report.learning import learning_note
+
+    def run(seed: int, model_ll: float, bounds: list[float]) -> dict:
+        job = tmp_path / f"seed{seed}"
+        job.mkdir()
+        rows = "\n".join(f"{50 * (i + 1)},3,{b},0,0,0,0" for i, b in enumerate(bounds))
+        (job / "train_log.csv").write_text("iteration,seq_len,iwae_bound,loss,lr,seconds,sequences_per_s\n" + rows + "\n")
+        split = {"data_ll": {"mean": model_ll}, "references": {"copy_last": {"data_ll": -100.0}},
+                 "matching": {"inferred": {"coverage": 0.5, "duplicates": 0.01}}}
+        return {"model": "sqair", "paper_name": "SQAIR", "seed": seed, "splits": {"balls4/test": split}, "_dir": job}
+
+    runs = [run(0, 250.0, [-500, 100, 2000]), run(1, -90.0, [-500, -400, -450]), run(2, 50.0, [-500, 3000, 900])]
+    note = learning_note(runs)
+    assert "1 of 3 jobs beat copy-last by 300 nats or more (smallest margin +10.0)" in note
+    assert "SQAIR seed 1: +10.0 nats; never took off (bound -450 at iteration 150); coverage 0.50" in note
+    assert "SQAIR seed 2: +150.0 nats; took off at iteration 100; collapsed after iteration 100 (bound 3000 -> 900)" in note
+    assert "seed 0" not in note
+    assert learning_note([{"model": "m", "seed": 0, "splits": {}}]) == ""

@@ -61,6 +61,7 @@ def _write_report(
     from rsqair_bench.report.animation import write_rollout_gifs
     from rsqair_bench.report.dynamics import horizon_footnote, with_reference_rows
     from rsqair_bench.report.failures import add_failed_models, collect_failures, failures_note
+    from rsqair_bench.report.learning import learning_note
     from rsqair_bench.report.significance_table import write_significance
 
     results_dir = Path(results_dir)
@@ -82,7 +83,7 @@ def _write_report(
     table = with_reference_rows(table, runs, METRICS)
     caption = "Log-likelihood of the sampled last frame (nats, mean ± std over seeds × samples)"
     put("table.md", f"# {caption}\n\n" + markdown_table(table) + "\n" + failures_note(failures, results_dir)
-        + horizon_footnote(table))
+        + learning_note(runs) + horizon_footnote(table))
     put("table.csv", table.to_csv())
     put("table.tex", to_latex(table, caption))
     for name, text in {**dynamics_files(runs), **relation_files(runs)}.items():
