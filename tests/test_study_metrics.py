@@ -19,8 +19,8 @@ from rsqair_bench.baselines.rnn import ObjectGRU
 from rsqair_bench.config import SuiteConfig, load_config
 from rsqair_bench.data.ball_states import BallStates
 from rsqair_bench.errors import ConfigError
-from rsqair_bench.evaluation.evaluate import RelationProbe
 from rsqair_bench.evaluation.matching import ErrorTally, TrackedTally
+from rsqair_bench.evaluation.relation_use import RelationProbe
 from rsqair_bench.models.knockout import AloneInScene
 from rsqair_bench.report.relations import knockout_drops
 from rsqair_bench.report.significance import compare, minimum_detectable_difference
