@@ -172,12 +172,13 @@ def _execute_locked(job: Job, out: Path, start: float, progress: bool, train_fn:
                     eval_fn: EvalFn | None, metrics_fn: MetricsFn | None) -> JobOutcome:
     """execute_job's work, under the job directory's lock."""
     finished = (out / "DONE").exists()
-    if finished and not stale_splits(job):  # another runner finished it while we waited
+    stale = stale_splits(job) if finished else {}
+    if finished and not stale:  # another runner finished it while we waited
         return JobOutcome(job.name, "skipped", str(out))
     try:
         if finished:  # trained already: evaluate best.pt again where the evaluation changed
-            train_result, splits = _reevaluation_inputs(job)
-            todo = stale_splits(job)
+            train_result, splits = _reevaluation_inputs(job, stale)
+            todo = stale
         else:
             atomic_write_text(out / "config.yaml", dump_yaml(job.config))
             atomic_write_text(out / TRAIN_DATA_FILE, json.dumps(_train_data_identity(job), indent=2) + "\n")
@@ -250,12 +251,11 @@ def stale_splits(job: Job) -> dict[str, str]:
     return stale
 
 
-def _reevaluation_inputs(job: Job) -> tuple[dict[str, Any], dict[str, dict]]:
+def _reevaluation_inputs(job: Job, stale: dict[str, str]) -> tuple[dict[str, Any], dict[str, dict]]:
     """The finished job's training facts (its metrics.json's `train` and job-level entries, standing in
-    for the train result) and the split entries that stay (current, still in the suite)."""
+    for the train result) and the split entries that stay (current, still in the suite: not in `stale`)."""
     metrics = _read_json(job.directory / "metrics.json")
     metrics = metrics if isinstance(metrics, dict) else {}
-    stale = stale_splits(job)
     entries = metrics.get("splits") if isinstance(metrics.get("splits"), dict) else {}
     keep = {k: v for k, v in entries.items() if k in job.eval.splits and k not in stale}
     facts = {k: metrics[k] for k in ("train", *JOB_LEVEL_KEYS) if metrics.get(k) is not None}
