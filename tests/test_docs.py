@@ -1,7 +1,7 @@
 """Documentation that stands alone and cannot drift from the files it quotes.
 
-Why: docstrings and docs cited design notes that the repository does not ship (a DESIGN.md, a
-REFERENCE.md, notes outside the repository), and README quoted a significance table whose numbers
+Why: docstrings and docs cited design and reference notes that the repository does not ship (files
+outside the repository), and README quoted a significance table whose numbers
 no longer matched the committed report. Here every `.md` file a doc, docstring or comment names
 must exist in the repository (or be a report file the code writes), and every README excerpt
 marked `<!-- excerpt: PATH -->` ... `<!-- /excerpt -->` must still be the text of PATH.
