@@ -129,7 +129,7 @@ def unmarked_numeric_rows(text: str) -> list[str]:
     return [line for line in outside.splitlines() if line.startswith("|") and NUMBER.search(line)]
 
 
-@pytest.mark.parametrize("name", ["README.md", "results/README.md"])
+@pytest.mark.parametrize("name", ["README.md", "results/README.md", "results/paper-size-cpu/README.md"])
 def test_readme_excerpts_are_the_text_of_the_files_they_quote(name: str) -> None:
     text = (ROOT / name).read_text(encoding="utf-8")
     assert excerpt_problems(text, name) == []
