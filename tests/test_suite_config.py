@@ -120,6 +120,18 @@ def test_shipped_suites_validate(name: str, capsys: pytest.CaptureFixture[str]) 
     assert ": ok (" in capsys.readouterr().out
 
 
+def test_generalization_dry_run_lists_five_seeds_per_model(capsys: pytest.CaptureFixture[str]) -> None:
+    path = ROOT / "suites" / "generalization.yaml"
+    assert main(["run", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    suite = load_config(SuiteConfig, path)
+    assert len(suite.models) >= 5 and {"sqair", "sqair+in", "sqair+rmc"} <= set(suite.models)
+    for model in suite.models:
+        listed = [line for line in out.splitlines() if line.strip().startswith(f"{model}/seed")]
+        assert len(listed) == 5, (model, listed)
+    assert "results/generalization/sqair+in/seed4" in out
+
+
 def _settings_that_differ(a: object, b: object, prefix: str = "") -> set[str]:
     """Dotted keys whose values differ between two nested mappings."""
     if isinstance(a, dict) and isinstance(b, dict):
