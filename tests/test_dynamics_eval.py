@@ -114,6 +114,14 @@ def test_matching_sees_centroids_as_found_balls(job) -> None:
     assert m["radius_px"] == 5.0 and m["error_cap_px"] == 10.0
 
 
+def test_a_model_without_a_prior_record_gets_null_prior_blocks(job) -> None:
+    """The centroid model's Generation has no `prior_where_loc`: ball states exist, yet nothing is made up."""
+    data, ckpt = job
+    entry = run_eval(data, ckpt, frames=6)
+    assert entry["matching"] is not None
+    assert entry["prior_decomposition"] is None and entry["one_step"] is None
+
+
 def test_files_without_ball_states_skip_only_what_needs_them(tmp_path: Path) -> None:
     from tests.fakes import FakeBallsDataset
 
@@ -124,6 +132,7 @@ def test_files_without_ball_states_skip_only_what_needs_them(tmp_path: Path) -> 
                                 EvalConfig(samples=2, particles=2, batch_size=4), device="cpu",
                                 model_factory=fake_factory(), dataset_factory=FakeBallsDataset)
     assert entry["matching"] is None and entry["references"]["const_velocity"] is None
+    assert entry["prior_decomposition"] is None and entry["one_step"] is None
     assert entry["references"]["copy_last"]["centre_error_px"] is None
     assert entry["references"]["perfect"]["data_ll"] > entry["references"]["empty"]["data_ll"]
 
