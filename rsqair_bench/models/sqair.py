@@ -74,6 +74,10 @@ class Generation:
     # to ids[:, t-1, k]); zeros at t = 0. For evaluation's one-step scores (evaluation/prior_error.py).
     prior_where_loc: Tensor | None = None  # [B, T, K, 4]
     prior_where_scale: Tensor | None = None  # [B, T, K, 4]
+    # The same prior's what, laid out alike: its mean render, decoder(what loc, where loc), locates what the
+    # prior expects the object to draw (evaluation's drawn centres, evaluation/drawn.py).
+    prior_what_loc: Tensor | None = None  # [B, T, K, z_what]
+    prior_what_scale: Tensor | None = None  # [B, T, K, z_what]
 
 
 @dataclass
@@ -378,6 +382,8 @@ class Trace:
     last_id: Tensor  # [N] largest object id used so far
     prior_loc: Tensor  # [N, T, K, 4] frame t's propagation prior where loc (raw), in frame t-1's slot order; 0 at t = 0
     prior_scale: Tensor  # [N, T, K, 4] its scale
+    prior_what_loc: Tensor  # [N, T, K, Dw] the same prior's what loc; 0 at t = 0
+    prior_what_scale: Tensor  # [N, T, K, Dw] its scale
 
     def rows(self, index: Tensor) -> Trace:
         """The trace of the particles in `index` [M] (rows of N): importance resampling picks these."""
@@ -389,7 +395,8 @@ class Trace:
         )
         return Trace(self.canvas[index], self.what[index], self.where[index], self.pres[index], self.ids[index],
                      self.log_w[index], self.log_q_discrete[index], objects, self.last_id[index],
-                     self.prior_loc[index], self.prior_scale[index])
+                     self.prior_loc[index], self.prior_scale[index], self.prior_what_loc[index],
+                     self.prior_what_scale[index])
 
 
 def maybe_compile(fn, enabled: bool):
@@ -464,14 +471,16 @@ class SQAIR(nn.Module):
             pick = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
             trace = trace.rows(torch.arange(b, device=x.device) * particles + pick)
         predicted = self._predict(trace.objects, trace.last_id, t - n_observed, k, generator)
-        canvas, what, where, pres, ids, prior_loc, prior_scale = (torch.cat([a, c], 1) for a, c in zip(
-            (trace.canvas, trace.what, trace.where, trace.pres, trace.ids, trace.prior_loc, trace.prior_scale),
-            predicted))
+        canvas, what, where, pres, ids, prior_loc, prior_scale, what_loc, what_scale = (
+            torch.cat([a, c], 1) for a, c in zip(
+                (trace.canvas, trace.what, trace.where, trace.pres, trace.ids, trace.prior_loc, trace.prior_scale,
+                 trace.prior_what_loc, trace.prior_what_scale), predicted))
         h, w = x.shape[-2:]
         where_c = transform_where(where, self.config.where_scale_max)
         return Generation(frames=canvas, what=what, where=where_c, pres=pres,
                           boxes=where_to_boxes(where_c, (h, w)), ids=ids,
-                          prior_where_loc=prior_loc, prior_where_scale=prior_scale)
+                          prior_where_loc=prior_loc, prior_where_scale=prior_scale,
+                          prior_what_loc=what_loc, prior_what_scale=what_scale)
 
     def pixel_log_likelihood(self, x: Tensor, frames: Tensor) -> Tensor:
         """Per-pixel log N(x; frames, output_std^2), same shape as x."""
@@ -525,34 +534,36 @@ class SQAIR(nn.Module):
             # Noise is drawn here, outside the (possibly compiled) frame: propagation's, then discovery's.
             prop_noise = None if step == 0 else self._noise(k, n, xs, generator)
             disc_noise = self._noise(k, n, xs, generator)
-            objects, last_id, log_w, log_q_discrete, canvas, prior_where = frame(
+            objects, last_id, log_w, log_q_discrete, canvas, prior_record = frame(
                 xs[step], encoded[step], objects, fresh, last_id, log_w, log_q_discrete, prop_noise, disc_noise)
-            per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids, *prior_where))
-        canvas, what, where, pres, ids, prior_loc, prior_scale = (torch.stack(f, 1) for f in zip(*per_frame))
-        return Trace(canvas, what, where, pres, ids, log_w, log_q_discrete, objects, last_id, prior_loc, prior_scale)
+            per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids, *prior_record))
+        canvas, what, where, pres, ids, *prior = (torch.stack(f, 1) for f in zip(*per_frame))  # each [N, T, ...]
+        return Trace(canvas, what, where, pres, ids, log_w, log_q_discrete, objects, last_id, *prior)
 
     def _frame(self, image: Tensor, encoded: Tensor | None, objects: Objects, fresh: Objects, last_id: Tensor, log_w: Tensor,
                log_q_discrete: Tensor, prop_noise: SlotNoise | None, disc_noise: SlotNoise
-               ) -> tuple[Objects, Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
+               ) -> tuple[Objects, Tensor, Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
         """One posterior frame: propagate (not on the first frame, `prop_noise` None), discover, merge,
         render, and add the frame's terms to the running log weight and discrete log q.
 
         A method of its own so that `model_config.compile` can compile a whole frame, forward and
         backward, into one graph: shapes are fixed within a run, so one graph serves every later frame.
         image [N, 1, H, W], encoded [N, H] (None under disc_input: residual); returns objects, last_id, log_w,
-        log_q_discrete, canvas and the propagation prior's where (loc, scale) [N, K, 4] each (zeros on the first
-        frame), which evaluation scores as a one-step prediction (Trace.prior_loc)."""
+        log_q_discrete, canvas and the propagation prior's where loc, where scale [N, K, 4], what loc and what
+        scale [N, K, Dw] (zeros on the first frame), which evaluation scores as a one-step prediction (Trace.prior_loc)."""
         n, k = objects.pres.shape
         first = prop_noise is None
         if first:
             propagated, terms, expected = fresh, None, image.new_zeros(n, 1)
-            prior_where = (objects.where.new_zeros(n, k, 4), objects.where.new_zeros(n, k, 4))
+            dw = objects.what.shape[-1]
+            prior_record = (objects.where.new_zeros(n, k, 4), objects.where.new_zeros(n, k, 4),
+                            objects.what.new_zeros(n, k, dw), objects.what.new_zeros(n, k, dw))
         else:
             gamma, prior = self._prior(objects)
             # Expected propagated count under the prior conditions the count prior (sqair ref).
             expected = (torch.sigmoid(prior.pres_logit) - 0.5).sum(1, keepdim=True) / k
             propagated, terms = self.propagation(image, objects, gamma, prior, prop_noise)
-            prior_where = (prior.where_loc, prior.where_scale)
+            prior_record = (prior.where_loc, prior.where_scale, prior.what_loc, prior.what_scale)
         disc, disc_terms = self._discover(image, encoded, propagated, expected, first, disc_noise)
         disc.ids = torch.where(disc.pres > 0, last_id.unsqueeze(1) + disc.pres.long().cumsum(1), disc.ids)
         last_id = last_id + disc.pres.long().sum(1)
@@ -564,7 +575,7 @@ class SQAIR(nn.Module):
         if not first:
             log_w = log_w + terms.log_p - terms.log_q
             log_q_discrete = log_q_discrete + terms.log_q_discrete
-        return objects, last_id, log_w, log_q_discrete, canvas, prior_where
+        return objects, last_id, log_w, log_q_discrete, canvas, prior_record
 
     def _prior(self, objects: Objects) -> tuple[Tensor, PropPriorOutput]:
         """gamma_t = Gamma(z_{t-1}) and the propagation prior it conditions (paper eq. 3)."""
@@ -575,8 +586,8 @@ class SQAIR(nn.Module):
     def _predict(self, objects: Objects, last_id: Tensor, steps: int, k: int, generator) -> tuple[Tensor, ...]:
         """Sample `steps` frames from the propagation prior, discovery off (sqair ref: do_generate).
 
-        Returns canvas, what, where, pres, ids, prior where loc and scale (from the previous frame's
-        objects, in its slot order), each [N, steps, ...]."""
+        Returns canvas, what, where, pres, ids, prior where loc and scale, prior what loc and scale (from
+        the previous frame's objects, in its slot order), each [N, steps, ...]."""
         per_frame = []
         for _ in range(steps):
             _, prior = self._prior(objects)
@@ -584,13 +595,14 @@ class SQAIR(nn.Module):
             objects = self._merge(propagated, propagated.absent_like(), k)  # packs present first
             canvas = self.decoder(objects.what, objects.where, objects.pres)
             per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids,
-                              prior.where_loc, prior.where_scale))
+                              prior.where_loc, prior.where_scale, prior.what_loc, prior.what_scale))
         if not per_frame:
             n = last_id.shape[0]
             hw = (self.config.image_size, self.config.image_size)
-            empty = objects.what.new_zeros
-            return (empty(n, 0, 1, *hw), empty(n, 0, k, self.config.z_what), empty(n, 0, k, 4), empty(n, 0, k),
-                    objects.ids.new_zeros(n, 0, k), empty(n, 0, k, 4), empty(n, 0, k, 4))
+            empty, dw = objects.what.new_zeros, self.config.z_what
+            return (empty(n, 0, 1, *hw), empty(n, 0, k, dw), empty(n, 0, k, 4), empty(n, 0, k),
+                    objects.ids.new_zeros(n, 0, k), empty(n, 0, k, 4), empty(n, 0, k, 4), empty(n, 0, k, dw),
+                    empty(n, 0, k, dw))
         return tuple(torch.stack(f, 1) for f in zip(*per_frame))
 
     def _discover(self, image, encoded: Tensor | None, propagated: Objects, expected: Tensor, first: bool,
