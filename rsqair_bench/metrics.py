@@ -55,9 +55,10 @@ SPLIT_KEYS = ["data", "split", "max_objects", "frames", "sequences", "samples", 
 JOB_LEVEL_KEYS = ("config_hash", "checkpoint_iteration", "parameters", "device", "torch_version", "paper_name")
 
 
-EVALUATION_VERSION = 3  # bumped when evaluation adds or changes a metric: `run` then re-evaluates finished jobs
+EVALUATION_VERSION = 4  # bumped when evaluation adds or changes a metric: `run` then re-evaluates finished jobs
 # 1: data LL, relational LL, references, matching; 2: + contact groups, relation knock-out, relation output;
-# 3: + prior error decomposition at frame T, one-step scores at every frame (`onestep_sequences`)
+# 3: + prior error decomposition at frame T, one-step scores at every frame (`onestep_sequences`);
+# 4: + both located by drawn centres (`prior_decomposition_drawn`, `one_step_drawn`)
 
 
 def evaluation_settings(split: Any, eval_cfg: Any) -> dict[str, Any]:

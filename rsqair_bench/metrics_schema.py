@@ -30,7 +30,8 @@ _JOB_TEXT = ("suite", "config_hash", "device", "torch_version")
 _SPLIT_INTS = ("frames", "samples", "sequences", "max_objects", "sequences_with_collision", "checkpoint_iteration")
 _SPLIT_NUMBERS = ("count_accuracy", "eval_sequences_per_s", "peak_memory_mb", "empty_frame_data_ll")
 _SCORES = ("data_ll", "relational_ll")
-_SCORE_BLOCKS = ("references", "matching", "prior_decomposition", "one_step")  # every leaf a number or null
+_SCORE_BLOCKS = ("references", "matching", "prior_decomposition", "one_step",  # every leaf a number or null
+                 "prior_decomposition_drawn", "one_step_drawn")
 
 
 class _Checker:

@@ -120,6 +120,7 @@ def test_a_model_without_a_prior_record_gets_null_prior_blocks(job) -> None:
     entry = run_eval(data, ckpt, frames=6)
     assert entry["matching"] is not None
     assert entry["prior_decomposition"] is None and entry["one_step"] is None
+    assert entry["prior_decomposition_drawn"] is None and entry["one_step_drawn"] is None
 
 
 def test_files_without_ball_states_skip_only_what_needs_them(tmp_path: Path) -> None:
@@ -133,6 +134,7 @@ def test_files_without_ball_states_skip_only_what_needs_them(tmp_path: Path) -> 
                                 model_factory=fake_factory(), dataset_factory=FakeBallsDataset)
     assert entry["matching"] is None and entry["references"]["const_velocity"] is None
     assert entry["prior_decomposition"] is None and entry["one_step"] is None
+    assert entry["prior_decomposition_drawn"] is None and entry["one_step_drawn"] is None
     assert entry["references"]["copy_last"]["centre_error_px"] is None
     assert entry["references"]["perfect"]["data_ll"] > entry["references"]["empty"]["data_ll"]
 

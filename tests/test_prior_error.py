@@ -187,8 +187,12 @@ def _evaluate(data: Path, **split) -> dict:
 def test_evaluation_adds_both_blocks_and_leaves_the_papers_scores_alone(small_file: Path) -> None:
     plain = _evaluate(small_file, sequences=3)
     wide = _evaluate(small_file, sequences=3, onestep_sequences=7)
-    for key in ("data_ll", "relational_ll", "iwae_bound", "matching", "references", "prior_decomposition"):
+    for key in ("data_ll", "relational_ll", "iwae_bound", "matching", "references", "prior_decomposition",
+                "prior_decomposition_drawn"):
         assert wide[key] == plain[key], key  # the extra pass draws from streams of its own
+    drawn = wide["one_step_drawn"]
+    assert (drawn["sequences"], drawn["extra_sequences"], drawn["frames"]) == (7, 4, [3, 5])
+    assert drawn["min_drawn_mass"] == wide["prior_decomposition_drawn"]["min_drawn_mass"] > 0
     one = wide["one_step"]
     assert (one["sequences"], one["extra_sequences"], plain["one_step"]["sequences"]) == (7, 4, 3)
     assert one["frames"] == [3, 5] and [f["frame"] for f in one["by_frame"]] == [3, 4, 5]
@@ -208,6 +212,10 @@ def test_schema_checks_the_new_blocks(small_file: Path, tmp_path: Path) -> None:
     bad = copy.deepcopy(written)
     bad["splits"]["b4/test"]["one_step"]["rows"]["colliding"] = "many"
     with pytest.raises(DataError, match=r"splits\.b4/test\.one_step\.rows\.colliding: expected a finite number"):
+        check_metrics(bad, tmp_path / "metrics.json")
+    bad = copy.deepcopy(written)
+    bad["splits"]["b4/test"]["prior_decomposition_drawn"]["fallback_sample"]["all"] = "half"
+    with pytest.raises(DataError, match=r"prior_decomposition_drawn\.fallback_sample\.all: expected a finite number"):
         check_metrics(bad, tmp_path / "metrics.json")
 
 
@@ -229,12 +237,16 @@ def test_validate_refuses_more_one_step_sequences_than_the_split_holds(tmp_path:
 
 # ----------------------------------------------------------------------------- the report
 def test_report_shows_both_sections_and_the_colliding_error_with_its_mdd(small_file: Path, tmp_path: Path) -> None:
+    """Each locator's row carries its own block's figures and MDD, the drawn row first."""
     entry = _evaluate(small_file, sequences=2)
-    colliding = {"sqair": [1.9, 2.0, 2.2], "sqair+in": [1.7, 1.75, 1.9]}
+    assert entry["one_step_drawn"] is not None and entry["prior_decomposition_drawn"] is not None
+    colliding = {"sqair": [1.9, 2.0, 2.2], "sqair+in": [1.7, 1.75, 1.9]}  # drawn centres
+    box_shift = {"sqair": 0.5, "sqair+in": 1.0}  # the box figures: the drawn ones plus this, per model
     for model, values in colliding.items():
         for seed, value in enumerate(values):
             split = copy.deepcopy(entry)
-            split["one_step"]["mean_error_px"]["colliding"] = value
+            split["one_step_drawn"]["mean_error_px"]["colliding"] = value
+            split["one_step"]["mean_error_px"]["colliding"] = value + box_shift[model] + 0.1 * seed
             info = job_info_from_checkpoint(CHECKPOINT, device="cpu") | {"seed": seed, "model": model,
                                                                          "paper_name": model}
             out = tmp_path / "results" / model / f"seed{seed}"
@@ -244,11 +256,21 @@ def test_report_shows_both_sections_and_the_colliding_error_with_its_mdd(small_f
     report = tmp_path / "results" / "report"
     dynamics = (report / "dynamics.md").read_text()
     assert "taken apart" in dynamics and "velocity rule" in dynamics and "One-step prediction" in dynamics
-    mdd = significance.minimum_detectable_difference(colliding["sqair"], colliding["sqair+in"])
     one_step = dynamics.split("# One-step prediction")[1].splitlines()
-    base = next(line for line in one_step if line.startswith("| sqair "))
-    row = next(line for line in one_step if line.startswith("| sqair+in "))
-    assert "(baseline)" in base and f"| {mdd:.2f} " in row and f"| {np.mean(colliding['sqair+in']):.2f} ± " in row
-    assert "one-step prior mean error px, colliding balls" in (report / "significance.md").read_text()
+    rows = {(cells[1], cells[3]): line for line in one_step if line.startswith("| sqair")
+            for cells in [[c.strip() for c in line.split("|")]]}
+    assert [key[1] for key in rows] == ["drawn", "box", "drawn", "box"]  # drawn centres lead, per model
+    box = {m: [v + box_shift[m] + 0.1 * s for s, v in enumerate(vs)] for m, vs in colliding.items()}
+    for locator, values in (("drawn", colliding), ("box", box)):
+        mdd = significance.minimum_detectable_difference(values["sqair"], values["sqair+in"])
+        assert "(baseline)" in rows[("sqair", locator)]
+        row = rows[("sqair+in", locator)]
+        assert f"| {mdd:.2f} " in row and f"| {np.mean(values['sqair+in']):.2f} ± " in row, locator
+    assert "%" in rows[("sqair", "drawn")].split("|")[-2] and "—" in rows[("sqair", "box")].split("|")[-2]
+    decomposition = (report / "prior_decomposition.csv").read_text().splitlines()
+    assert "all (drawn)" in decomposition[0] and decomposition[0].index("all (drawn)") < decomposition[0].index("all (box)")
+    significance_md = (report / "significance.md").read_text()
+    assert "one-step prior mean error px, colliding balls (drawn centres)" in significance_md
+    assert "one-step prior mean error px, colliding balls (box centres)" in significance_md
     table = (report / "one_step.csv").read_text().splitlines()
-    assert "colliding ball-frames" in table[0] and len(table) == 3
+    assert "colliding ball-frames" in table[0] and len(table) == 5  # header, 2 models x 2 locators

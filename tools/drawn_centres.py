@@ -10,10 +10,12 @@ nothing. This script measures both (docs/sqair.md, "Does it learn?").
 
 Objects come from `SQAIR.generate` as in `eval` (importance-resampled particles); each present
 object is rendered alone by the model's decoder and located by the centre of mass of its (clamped
-non-negative) intensity; balls are matched one to one within `matching.MATCH_RADIUS_PX`. Per ball
-(its pixels from the data's `groups`): *drawn* when the objects together render at least 60% of its
-intensity, *unowned* when no single object renders 30% of it. An object is *empty* when everything it
-renders sums to less than 5 (a ball sums to about 50). Last, distinct object ids per sequence: about
+non-negative) intensity (`rsqair_bench.evaluation.drawn`, which `eval`'s `*_drawn` blocks use too;
+here an object that renders nothing at all has no centre and is left out of the drawn column); balls
+are matched one to one within `matching.MATCH_RADIUS_PX`. Per ball (its pixels from the data's
+`groups`): *drawn* when the objects together render at least 60% of its intensity, *unowned* when no
+single object renders 30% of it. An object is *empty* when everything it renders sums to less than 5
+(`drawn.MIN_DRAWN_MASS`; a ball sums to about 50). Last, distinct object ids per sequence: about
 the number of balls when objects are tracked, far more when they are rediscovered every frame.
 """
 
@@ -26,35 +28,12 @@ import torch
 
 from rsqair_bench.data.ball_states import read_ball_states
 from rsqair_bench.data.loader import BallsDataset
+from rsqair_bench.evaluation.drawn import MIN_DRAWN_MASS as EMPTY_MASS
+from rsqair_bench.evaluation.drawn import centres_of_mass, object_images
 from rsqair_bench.evaluation.evaluate import load_model
 from rsqair_bench.evaluation.matching import MATCH_RADIUS_PX, box_centres, match_within_radius, visible_balls
-from rsqair_bench.models.stn import render_sum
 
-DRAWN_SHARE, OWNED_SHARE, EMPTY_MASS = 0.6, 0.3, 5.0
-
-
-def object_images(model, what: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """Each object rendered alone, clamped non-negative: what [N, K, Dw], where [N, K, 4] (transformed,
-    as in `Generation`) -> [N, K, H, W]."""
-    n, k = what.shape[:2]
-    decoder, size = model.decoder, model.config.image_size
-    g = decoder.glimpse_size
-    glimpses = decoder.net(what).view(n, k, g, g) * decoder.output_scale
-    images = []
-    for slot in range(k):
-        alone = torch.zeros(n, k, dtype=what.dtype)
-        alone[:, slot] = 1.0
-        images.append(render_sum(glimpses, where, alone, (size, size))[0][:, 0].clamp(min=0))  # [N, H, W]
-    return torch.stack(images, 1)
-
-
-def drawn_centres(images: torch.Tensor) -> np.ndarray:
-    """images [N, K, H, W] -> [N, K, 2] (x, y) px: each object's centre of mass."""
-    grid = torch.arange(images.shape[-1], dtype=images.dtype) + 0.5  # continuous pixel centres (stn.where_to_boxes)
-    mass = images.sum((-2, -1)).clamp(min=1e-6)
-    x = (images.sum(-2) * grid).sum(-1) / mass
-    y = (images.sum(-1) * grid).sum(-1) / mass
-    return torch.stack([x, y], -1).numpy()
+DRAWN_SHARE, OWNED_SHARE = 0.6, 0.3
 
 
 def ownership(frame: np.ndarray, groups: np.ndarray, images: np.ndarray, present: np.ndarray) -> dict[str, int]:
@@ -103,8 +82,8 @@ def main() -> None:
         print("frame | coverage: box centre / drawn centre | median px to the nearest ball: box / drawn | "
               "balls drawn | balls unowned | empty objects | objects per sequence")
         for t in range(args.frames - 1):
-            images = object_images(model, gen.what[:, t], gen.where[:, t])
-            drawn = drawn_centres(images)
+            images = object_images(model.decoder, gen.what[:, t], gen.where[:, t])  # [N, K, H, W]
+            drawn, mass = (v.numpy() for v in centres_of_mass(images))  # [N, K, 2], [N, K]
             found = {"box": 0, "drawn": 0}
             nearest = {"box": [], "drawn": []}
             balls_seen = 0
@@ -112,7 +91,7 @@ def main() -> None:
             for s in range(args.sequences):
                 balls, keep = truth[s, t][visible[s, t]], present[s, t]
                 balls_seen += len(balls)
-                for name, centres in (("box", boxes[s, t][keep]), ("drawn", drawn[s][keep])):
+                for name, centres in (("box", boxes[s, t][keep]), ("drawn", drawn[s][keep & (mass[s] > 0)])):
                     found[name] += len(match_within_radius(centres, balls, MATCH_RADIUS_PX)[1])
                     if len(centres) and len(balls):
                         nearest[name] += list(np.sqrt(((centres[:, None] - balls[None]) ** 2).sum(-1)).min(1))

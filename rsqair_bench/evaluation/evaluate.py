@@ -192,7 +192,8 @@ def evaluate_checkpoint(
         log.warning("%s: scored at T=%d frames, beyond the %d frames it was trained on (marked in the tables)",
                     checkpoint, split.frames, horizon)
     states = _ball_states(data_path, split.split, split.frames, max(n, n_one_step), crop)
-    tally = SplitTally(eval_cfg.samples, model.pixel_log_likelihood, states, model.config, n_one_step, dev, seed)
+    tally = SplitTally(eval_cfg.samples, model.pixel_log_likelihood, states, model.config, n_one_step, dev, seed,
+                       getattr(model, "decoder", None))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     probe = RelationProbe(model)
@@ -252,9 +253,11 @@ class SplitTally:
     """
 
     def __init__(self, samples: int, log_density: LogDensity, states: Any, model_config: Any = None,
-                 one_step_sequences: int = 0, dev: torch.device | None = None, seed: int = 0) -> None:
+                 one_step_sequences: int = 0, dev: torch.device | None = None, seed: int = 0,
+                 decoder: torch.nn.Module | None = None) -> None:
         """`model_config`: the model's, for its raw where -> pixels (None: no prior blocks, e.g. the knock-out's
-        second pass); the one-step score covers sequences numbered below `one_step_sequences`."""
+        second pass); the one-step score covers sequences numbered below `one_step_sequences`; `decoder`: the
+        model's glimpse decoder, which renders each object alone for its drawn centre (None: no drawn blocks)."""
         from rsqair_bench.evaluation.dynamics import MatchingScorer, ReferenceScorer
         from rsqair_bench.evaluation.prior_error import PriorErrorScorer
 
@@ -263,9 +266,10 @@ class SplitTally:
         self.matching = MatchingScorer(states, samples) if states is not None else None
         self.prior = None
         self.one_step_sequences = one_step_sequences
-        if states is not None and model_config is not None:  # the one-step sample's noise: a stream of its own
-            noise = torch.Generator(device=dev or torch.device("cpu")).manual_seed(derive_seed(seed, 13))
-            self.prior = PriorErrorScorer(states, model_config, noise)
+        if states is not None and model_config is not None:  # the one-step sample's noise: streams of its own
+            noise, what_noise = (torch.Generator(device=dev or torch.device("cpu")).manual_seed(derive_seed(seed, i))
+                                 for i in (13, 16))
+            self.prior = PriorErrorScorer(states, model_config, noise, decoder, what_noise)
         self.data_sum = np.zeros(samples)
         self.rel_sum = np.zeros(samples)
         self.empty_sum = 0.0  # reference point: the same score for an all-zero prediction of frame T
@@ -294,13 +298,15 @@ class SplitTally:
         self.counted += ok.numel()
 
     def prior_blocks(self, extra_sequences: int, extra_seconds: float) -> dict[str, Any]:
-        """`prior_decomposition` and `one_step` of the metrics.json entry (null without ball states or
-        prior records); `one_step` also says how many sequences and seconds its extra pass took."""
+        """`prior_decomposition`, `one_step` and their `_drawn` twins of the metrics.json entry (null without
+        ball states or prior records); each one-step block also says how many sequences and seconds its extra
+        pass took (one pass serves both)."""
         if self.prior is None:
-            return {"prior_decomposition": None, "one_step": None}
+            return dict.fromkeys(("prior_decomposition", "one_step", "prior_decomposition_drawn", "one_step_drawn"))
         blocks = self.prior.result()
-        if blocks["one_step"] is not None:
-            blocks["one_step"] |= {"extra_sequences": int(extra_sequences), "extra_seconds": float(extra_seconds)}
+        for name in ("one_step", "one_step_drawn"):
+            if blocks[name] is not None:
+                blocks[name] |= {"extra_sequences": int(extra_sequences), "extra_seconds": float(extra_seconds)}
         return blocks
 
     def likelihoods(self, n: int) -> dict[str, Any]:

@@ -14,6 +14,13 @@ of metrics.json take it apart (definitions: docs/metrics.md, "Prior error decomp
   posterior of the frames before it, split into colliding and free balls, so a split scores 8x more
   colliding balls than frame T alone.
 
+Each block comes twice, once per locator (docs/metrics.md, "Drawn centres"): `prior_decomposition` and
+`one_step` locate every object, posterior or prior, by its box centre; `prior_decomposition_drawn` and
+`one_step_drawn` by its drawn centre (`evaluation/drawn.py`: what the object alone renders, its centre of
+mass), falling back to the box centre for an object that draws (almost) nothing. The locator decides
+everything in its block: which balls are tracked, the posterior and sampled centres, the velocity rule,
+and the prior mean (decoder(what loc, where loc)) and sample (decoder(what draw, where draw)).
+
 Frame indices in code are 0-based (frame t of the docs is index t-1). The model's raw where becomes
 pixels in one place, `where_centres_px`, with the model's own config: the same conversion as
 `SQAIR.generate`'s boxes, whatever range the model's shift has.
@@ -21,15 +28,17 @@ pixels in one place, `where_centres_px`, with the model's own config: the same c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rsqair_bench.data.ball_states import BallStates
+from rsqair_bench.evaluation.drawn import MIN_DRAWN_MASS, drawn_centres, locate
 from rsqair_bench.evaluation.matching import MATCH_RADIUS_PX, box_centres, match_within_radius, visible_balls
 from rsqair_bench.evaluation.references import const_velocity_positions
 from rsqair_bench.models.stn import transform_where, where_to_boxes
@@ -41,12 +50,17 @@ FIRST_ONE_STEP_FRAME = 3  # frame 3 is the first whose prior has a velocity (obj
 
 
 # ----------------------------------------------------------------------------- raw where -> pixels
-def where_centres_px(raw: Tensor, config: Any, hw: tuple[int, int]) -> Tensor:
-    """The model's raw where [..., 4] -> box centres [..., 2] (x, y) in pixels of the H x W frame.
+def where_from_raw(raw: Tensor, config: Any) -> Tensor:
+    """The model's raw where [..., 4] -> where [..., 4] as `Generation.where` holds it: the one conversion
+    evaluation uses for the model's raw where (the prior's loc, its samples), the model's own transform
+    with its config's parameters, as `SQAIR.generate` does."""
+    return transform_where(raw, config.where_scale_max)
 
-    The one conversion evaluation uses for the model's raw where (the prior's loc, its samples): the
-    model's own transform with its config's parameters, then `where_to_boxes`, as `SQAIR.generate` does."""
-    return box_centres(where_to_boxes(transform_where(raw, config.where_scale_max), hw))  # [..., 2]
+
+def where_centres_px(raw: Tensor, config: Any, hw: tuple[int, int]) -> Tensor:
+    """The model's raw where [..., 4] -> box centres [..., 2] (x, y) in pixels of the H x W frame
+    (`where_from_raw`, then `where_to_boxes`)."""
+    return box_centres(where_to_boxes(where_from_raw(raw, config), hw))  # [..., 2]
 
 
 def centre_std_px(loc: Tensor, scale: Tensor, config: Any, hw: tuple[int, int]) -> Tensor:
@@ -69,14 +83,12 @@ class PriorCentres:
     frame t belonging to the object in slot k at frame t-1 (Generation.prior_where_loc's layout)."""
 
     mean: np.ndarray  # the decoded prior loc (no sampling)
-    std: np.ndarray  # per-axis std, `centre_std_px`
+    std: np.ndarray  # per-axis std of the box centre, `centre_std_px`
     sample: np.ndarray  # one draw from the prior, decoded
 
 
-def prior_centres(loc: Tensor, scale: Tensor, config: Any, hw: tuple[int, int],
-                  generator: torch.Generator | None) -> PriorCentres:
-    """loc, scale [R, T, K, 4] raw -> PriorCentres; the sample's noise comes from `generator`."""
-    noise = torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
+def prior_centres(loc: Tensor, scale: Tensor, config: Any, hw: tuple[int, int], noise: Tensor) -> PriorCentres:
+    """loc, scale [R, T, K, 4] raw -> PriorCentres at the box centres; the sample is loc + scale * noise."""
     as_np = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
     return PriorCentres(as_np(where_centres_px(loc, config, hw)), as_np(centre_std_px(loc, scale, config, hw)),
                         as_np(where_centres_px(loc + scale * noise, config, hw)))
@@ -189,27 +201,51 @@ class GroupedMeans:
 
 # ----------------------------------------------------------------------------- the two scorers
 @dataclass
-class FrameRows:
-    """What both scorers read from R rows of a Generation and the true states of their sequences."""
+class Fallbacks:
+    """Where a drawn-centre locator fell back to the box centre, [R, T, K] bool each (`drawn.locate`)."""
 
-    centres: np.ndarray  # [R, T, K, 2] box centres of the objects
+    objects: np.ndarray  # the Generation's objects (posterior frames, then the sampled frame)
+    mean: np.ndarray  # the prior mean's render, in frame t-1's slot order
+    sample: np.ndarray  # the prior sample's render, alike
+
+
+@dataclass
+class FrameRows:
+    """What both scorers read from R rows of a Generation and the true states of their sequences, every
+    object located one way: by its box centre, or by its drawn centre (then `fallback` says where that fell
+    back to the box centre)."""
+
+    centres: np.ndarray  # [R, T, K, 2] centres of the objects
     present: np.ndarray  # [R, T, K] bool
     ids: np.ndarray  # [R, T, K]
     prior: PriorCentres  # [R, T, K, 2] each
     truth: np.ndarray  # [R, T, n, 2] true centres of the row's sequence, crop px
     visible: np.ndarray  # [R, T, n] bool, ball has a pixel in the crop
     sequence: np.ndarray  # [R] sequence number of each row in the BallStates
+    fallback: Fallbacks | None = None  # None: located by box centres
 
 
 DECOMPOSITION = ("sample_error_px", "mean_error_px", "where_std_px_x", "where_std_px_y", "posterior_error_px",
                  "velocity_rule_error_px", "const_velocity_error_px")
+# the drawn blocks' share of rows whose centre fell back to the box centre, per centre a row uses
+FALLBACKS = ("fallback_posterior", "fallback_sample", "fallback_prior_mean")
+
+
+def _fallback_shares(rows: FrameRows, posterior: tuple, sample: np.ndarray, mean: tuple) -> dict[str, np.ndarray]:
+    """[M] floats (1 = fell back) of FALLBACKS, none for box-centre rows. posterior and mean: index tuples
+    (row, frame, slot) into [R, T, K]; sample: the sample centres' fallback [M] already indexed."""
+    if rows.fallback is None:
+        return {}
+    return {"fallback_posterior": rows.fallback.objects[posterior].astype(float),
+            "fallback_sample": sample.astype(float), "fallback_prior_mean": rows.fallback.mean[mean].astype(float)}
 
 
 class DecompositionScorer:
-    """`prior_decomposition`: the tracked balls of the sampled frame T, every sample's row (docs/metrics.md)."""
+    """`prior_decomposition` (`drawn`: `prior_decomposition_drawn`): the tracked balls of the sampled frame T,
+    every sample's row (docs/metrics.md)."""
 
-    def __init__(self, states: BallStates) -> None:
-        self.states = states
+    def __init__(self, states: BallStates, drawn: bool = False) -> None:
+        self.states, self.drawn = states, drawn
         self.sums = GroupedMeans(REGIONS)
         self.frame: int | None = None
 
@@ -221,6 +257,7 @@ class DecompositionScorer:
         truth_before, truth = rows.truth[r, t - 1, ball], rows.truth[r, t, ball]  # [M, 2]
         oracle = self.states.centres_px(const_velocity_positions(self.states, rows.sequence[r], t + 1))  # [M, n, 2]
         std = rows.prior.std[r, t, tracked.before]  # [M, 2]
+        fell = rows.fallback.objects[r, t, tracked.after] if rows.fallback is not None else None
         self.sums.add(crop_regions(truth_before, truth, self.states.crop), {
             "sample_error_px": _distance(rows.centres[r, t, tracked.after], truth),
             "mean_error_px": _distance(rows.prior.mean[r, t, tracked.before], truth),
@@ -228,21 +265,24 @@ class DecompositionScorer:
             "posterior_error_px": _distance(rows.centres[r, t - 1, tracked.before], truth_before),
             "velocity_rule_error_px": _distance(velocity_rule(rows.centres, rows.present, rows.ids, tracked, t), truth),
             "const_velocity_error_px": _distance(oracle[np.arange(len(r)), ball], truth),
+            **_fallback_shares(rows, (r, t - 1, tracked.before), fell, (r, t, tracked.before)),
         })
 
     def result(self) -> dict[str, Any]:
-        return {"frame": self.frame, "interior_margin_px": INTERIOR_MARGIN_PX, **self.sums.result(DECOMPOSITION)}
+        names = DECOMPOSITION + (FALLBACKS if self.drawn else ())
+        extra = {"min_drawn_mass": MIN_DRAWN_MASS} if self.drawn else {}
+        return {"frame": self.frame, "interior_margin_px": INTERIOR_MARGIN_PX, **extra, **self.sums.result(names)}
 
 
 ONE_STEP = ("mean_error_px", "sample_error_px", "log_density", "const_velocity_error_px")
 
 
 class OneStepScorer:
-    """`one_step`: the prior's prediction of every frame t = 3..T from the posterior before it, one row per
-    sequence, on the tracked balls, colliding and free (docs/metrics.md)."""
+    """`one_step` (`drawn`: `one_step_drawn`): the prior's prediction of every frame t = 3..T from the
+    posterior before it, one row per sequence, on the tracked balls, colliding and free (docs/metrics.md)."""
 
-    def __init__(self, states: BallStates) -> None:
-        self.states = states
+    def __init__(self, states: BallStates, drawn: bool = False) -> None:
+        self.states, self.drawn = states, drawn
         self.sums = GroupedMeans(CONTACT, medians=("log_density",))
         self.by_frame: dict[int, GroupedMeans] = {}
         self.sequences = 0
@@ -259,11 +299,13 @@ class OneStepScorer:
             colliding = self.states.colliding(rows.sequence[r], t + 1)[np.arange(len(r)), ball]  # [M]
             oracle = self.states.centres_px(const_velocity_positions(self.states, rows.sequence[r], t + 1))
             mean, std = rows.prior.mean[r, t, slot], rows.prior.std[r, t, slot]
+            fell = rows.fallback.sample[r, t, slot] if rows.fallback is not None else None
             values = {
                 "mean_error_px": _distance(mean, truth),
                 "sample_error_px": _distance(rows.prior.sample[r, t, slot], truth),
                 "log_density": gaussian_log_density(truth, mean, std),
                 "const_velocity_error_px": _distance(oracle[np.arange(len(r)), ball], truth),
+                **_fallback_shares(rows, (r, t - 1, slot), fell, (r, t, slot)),
             }
             masks = {"colliding": colliding, "free": ~colliding}
             self.sums.add(masks, values)
@@ -276,52 +318,120 @@ class OneStepScorer:
             by_frame.append({"frame": frame, "rows": part["rows"]["all"], "colliding_rows": part["rows"]["colliding"],
                              "mean_error_px": part["mean_error_px"]["all"]})
         frames = [FIRST_ONE_STEP_FRAME, self.frames] if self.frames is not None else None
-        return {"frames": frames, "sequences": self.sequences,
-                **self.sums.result(ONE_STEP), "by_frame": by_frame}
+        names = ONE_STEP + (FALLBACKS if self.drawn else ())
+        extra = {"min_drawn_mass": MIN_DRAWN_MASS} if self.drawn else {}
+        return {"frames": frames, "sequences": self.sequences, **extra, **self.sums.result(names), "by_frame": by_frame}
 
 
+# ----------------------------------------------------------------------------- drawn centres of a Generation
+@dataclass
+class Wanted:
+    """Which frames of which rows a scorer reads, [R, T] bool each: only those objects are rendered."""
+
+    objects: np.ndarray  # the Generation's objects
+    mean: np.ndarray  # the prior mean of frame t (from frame t-1's objects)
+    sample: np.ndarray  # the prior sample of frame t
+
+
+def wanted_frames(rows: int, frames: int, one_step_rows: np.ndarray, decompose: bool) -> Wanted:
+    """The decomposition reads every row's objects at T-2..T and its prior mean at T; the one-step score
+    reads its rows' objects at every frame and their prior mean and sample at frames 3..T."""
+    frame = np.arange(frames)[None]  # [1, T], 0-based
+    one_step = np.zeros((rows, 1), bool)
+    one_step[one_step_rows] = True
+    scored = one_step & (frame >= FIRST_ONE_STEP_FRAME - 1)  # [R, T]
+    return Wanted(objects=one_step | (decompose & (frame >= frames - 3)),
+                  mean=scored | (decompose & (frame == frames - 1)), sample=scored)
+
+
+def drawn_rows(box: FrameRows, gen: Any, decoder: nn.Module, config: Any, noise: Tensor, what_noise: Tensor,
+               wanted: Wanted) -> FrameRows:
+    """`box`'s rows with every object located by its drawn centre (box centre where it draws nothing): the
+    Generation's objects (what, where), the prior mean (what loc, where loc) and the prior sample (the box
+    sample's where draw `noise`, and `what_noise` for its what), each rendered alone by `decoder`."""
+    present = gen.pres > 0.5  # [R, T, K]
+    before = torch.cat([torch.zeros_like(present[:, :1]), present[:, :-1]], 1)  # slots of frame t-1, [R, T, K]
+    want = {k: torch.from_numpy(v).to(present.device)[..., None] for k, v in vars(wanted).items()}  # [R, T, 1]
+    loc, scale = gen.prior_where_loc, gen.prior_where_scale  # [R, T, K, 4]
+    what_loc, what_scale = gen.prior_what_loc, gen.prior_what_scale  # [R, T, K, Dw]
+    objects, fell_objects = locate(drawn_centres(decoder, gen.what, gen.where, present & want["objects"]), box.centres)
+    mean, fell_mean = locate(drawn_centres(decoder, what_loc, where_from_raw(loc, config), before & want["mean"]),
+                             box.prior.mean)
+    sample, fell_sample = locate(drawn_centres(decoder, what_loc + what_scale * what_noise,
+                                               where_from_raw(loc + scale * noise, config),
+                                               before & want["sample"]), box.prior.sample)
+    return dataclasses.replace(box, centres=objects, prior=PriorCentres(mean, box.prior.std, sample),
+                               fallback=Fallbacks(fell_objects, fell_mean, fell_sample))
+
+
+# ----------------------------------------------------------------------------- one split
 class PriorErrorScorer:
-    """Both blocks for one split: takes each batch's Generation (all S sample rows) and, for sequences
+    """All four blocks for one split: takes each batch's Generation (all S sample rows) and, for sequences
     beyond the sampled-frame score, the one-sample Generations of the one-step pass.
 
     The one-step score takes one row per sequence: sample 0 of the main pass, or the one-step pass's row.
-    Models whose Generation has no prior record (`prior_where_loc` None) leave both blocks null."""
+    Models whose Generation has no prior record (`prior_where_loc` None) leave every block null; without a
+    decoder or a recorded prior what, the drawn blocks are null. `generator` draws the box sample's where
+    noise, `what_generator` the drawn sample's what noise (its where noise is the box sample's): streams of
+    their own, so the box blocks are what they were before the drawn ones existed."""
 
-    def __init__(self, states: BallStates, config: Any, generator: torch.Generator | None) -> None:
+    def __init__(self, states: BallStates, config: Any, generator: torch.Generator | None,
+                 decoder: nn.Module | None = None, what_generator: torch.Generator | None = None) -> None:
         self.states, self.config, self.generator = states, config, generator
-        self.decomposition = DecompositionScorer(states)
-        self.one_step = OneStepScorer(states)
-        self.recorded = True
+        self.decoder, self.what_generator = decoder, what_generator
+        self.scorers = {"box": (DecompositionScorer(states), OneStepScorer(states)),
+                        "drawn": (DecompositionScorer(states, drawn=True), OneStepScorer(states, drawn=True))}
+        self.recorded = {"box": True, "drawn": decoder is not None}
 
     def add(self, gen: Any, groups: Tensor, index: np.ndarray, samples: int, one_step_below: int,
             decompose: bool = True) -> None:
         """gen: a Generation of B*S rows (row b*S + s: sample s of sequence index[b]); groups [B, T, 1, H, W];
         the one-step score takes sample 0 of the sequences numbered below `one_step_below`."""
         if getattr(gen, "prior_where_loc", None) is None:
-            self.recorded = False
+            self.recorded = {"box": False, "drawn": False}
             return
         sequence = np.repeat(index, samples)  # [R]
         visible = np.repeat(visible_balls(groups[:, :, 0].cpu().numpy(), self.states.active.shape[1]), samples, 0)
         loc, scale = gen.prior_where_loc, gen.prior_where_scale  # [R, T, K, 4]
+        noise = torch.randn(loc.shape, generator=self.generator, device=loc.device, dtype=loc.dtype)
         rows = FrameRows(
             centres=box_centres(gen.boxes.detach().double().cpu().numpy()), present=gen.pres.cpu().numpy() > 0.5,
             ids=gen.ids.cpu().numpy(),
-            prior=prior_centres(loc, scale, self.config, tuple(gen.frames.shape[-2:]), self.generator),
+            prior=prior_centres(loc, scale, self.config, tuple(gen.frames.shape[-2:]), noise),
             truth=self.states.centres_px(self.states.positions[sequence]), visible=visible, sequence=sequence)
-        if decompose:
-            self.decomposition.add(rows)
         first = np.flatnonzero((np.arange(len(sequence)) % samples == 0) & (sequence < one_step_below))
+        self._score("box", rows, first, decompose)
+        if getattr(gen, "prior_what_loc", None) is None:
+            self.recorded["drawn"] = False
+        if self.recorded["drawn"]:
+            what = gen.prior_what_loc
+            what_noise = torch.randn(what.shape, generator=self.what_generator, device=what.device, dtype=what.dtype)
+            wanted = wanted_frames(len(sequence), rows.centres.shape[1], first, decompose)
+            self._score("drawn", drawn_rows(rows, gen, self.decoder, self.config, noise, what_noise, wanted),
+                        first, decompose)
+
+    def _score(self, locator: str, rows: FrameRows, first: np.ndarray, decompose: bool) -> None:
+        decomposition, one_step = self.scorers[locator]
+        if decompose:
+            decomposition.add(rows)
         if len(first):
-            self.one_step.add(_subset(rows, first))
+            one_step.add(_subset(rows, first))
 
     def result(self) -> dict[str, Any]:
-        """{"prior_decomposition": ..., "one_step": ...}, each None without prior records."""
-        if not self.recorded:
-            return {"prior_decomposition": None, "one_step": None}
-        return {"prior_decomposition": self.decomposition.result(), "one_step": self.one_step.result()}
+        """{"prior_decomposition": ..., "one_step": ..., and the same with `_drawn`}; a locator's blocks are
+        None without its records."""
+        out: dict[str, Any] = {}
+        for locator, suffix in (("box", ""), ("drawn", "_drawn")):
+            decomposition, one_step = self.scorers[locator]
+            done = self.recorded[locator]
+            out[f"prior_decomposition{suffix}"] = decomposition.result() if done else None
+            out[f"one_step{suffix}"] = one_step.result() if done else None
+        return out
 
 
 def _subset(rows: FrameRows, keep: np.ndarray) -> FrameRows:
     prior = PriorCentres(rows.prior.mean[keep], rows.prior.std[keep], rows.prior.sample[keep])
+    fallback = None if rows.fallback is None else Fallbacks(
+        rows.fallback.objects[keep], rows.fallback.mean[keep], rows.fallback.sample[keep])
     return FrameRows(rows.centres[keep], rows.present[keep], rows.ids[keep], prior, rows.truth[keep],
-                     rows.visible[keep], rows.sequence[keep])
+                     rows.visible[keep], rows.sequence[keep], fallback)
