@@ -41,9 +41,12 @@ class ModelConfig:
     shift_prior: float = 0.0  # sqair ref: discovery where-prior mean for the two shift logits
     where_prior_std: float = 1.0  # sqair ref
     where_scale_max: float = 1.0  # sqair ref: box scale = sigmoid(logit) (1.0); ours: max * sigmoid, docs/sqair.md
+    where_shift_max: float = 1.0  # sqair ref: box centre = tanh(logit), inside the frame (1.0); ours: max * tanh
     image_size: int = 50  # paper: central 50x50 crop
     prop_prior: Literal["rnn", "residual", "velocity"] = "rnn"  # sqair ref: 'rnn' (absolute); residual: ours, docs/sqair.md
     prop_prior_scale_bias: float | None = None  # None: sqair ref (zero bias, std 0.70); docs/sqair.md
+    prop_velocity_space: Literal["logit", "shift"] = "logit"  # velocity prior's rule on raw logits, or on box centres (ours)
+    relation_velocity: bool = False  # ours: gamma's input also holds each object's last displacement, docs/sqair.md
     disc_image_encoder: Literal["mlp", "conv"] = "mlp"  # sqair ref: MLP on the image; conv: ours, docs/sqair.md
     disc_input: Literal["image", "residual"] = "image"  # sqair ref: the image; residual: minus what is explained (ours)
     disc_where_refine: bool = False  # sqair ref: box from the image code alone; True: a glimpse at it corrects it (ours)
@@ -410,6 +413,9 @@ def check_model_config(cfg: ModelConfig, where: str = "") -> None:
         ("output_std", cfg.output_std > 0, "> 0"),
         ("where_prior_std", cfg.where_prior_std > 0, "> 0"),
         ("where_scale_max", 0 < cfg.where_scale_max <= 1, "in (0, 1]"),
+        ("where_shift_max", 1 <= cfg.where_shift_max <= 2, "in [1, 2] (half-frames from the centre)"),
+        ("prop_velocity_space", cfg.prop_velocity_space == "logit" or cfg.prop_prior == "velocity",
+         "'logit' unless prop_prior is 'velocity' (the rule it changes)"),
         ("disc_box_centre", cfg.disc_box_centre == "head" or cfg.disc_input == "residual",
          "'head' unless disc_input is 'residual' (the peak is searched in the residual)"),
         ("image_size", 1 <= cfg.image_size <= 4096, "between 1 and 4096 (pixels)"),
