@@ -94,6 +94,9 @@ class EvalSplit:
     max_objects: int | None = None  # None = the training value; balls678 needs more slots
     frames: int = 10  # T: sequence length scored (frames 1..T-1 inferred, frame T sampled)
     sequences: int | None = None  # cap; None = the whole split
+    # one-step scores (docs/metrics.md, "One-step prediction at every frame") over this many sequences (capped
+    # at the split's size), with one posterior sample each; None = the sampled frame's sequences
+    onestep_sequences: int | None = None
 
 
 @dataclass
@@ -472,6 +475,7 @@ def eval_split_checks(split: EvalSplit) -> list[Check]:
         ("max_objects", split.max_objects is None or 1 <= split.max_objects <= MAX_OBJECT_SLOTS,
          f"between 1 and {MAX_OBJECT_SLOTS} object slots (unset: the training value)"),
         ("sequences", split.sequences is None or split.sequences >= 1, ">= 1 or null"),
+        ("onestep_sequences", split.onestep_sequences is None or split.onestep_sequences >= 1, ">= 1 or null"),
     ]
 
 

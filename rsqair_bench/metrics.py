@@ -55,8 +55,9 @@ SPLIT_KEYS = ["data", "split", "max_objects", "frames", "sequences", "samples", 
 JOB_LEVEL_KEYS = ("config_hash", "checkpoint_iteration", "parameters", "device", "torch_version", "paper_name")
 
 
-EVALUATION_VERSION = 2  # bumped when evaluation adds or changes a metric: `run` then re-evaluates finished jobs
-# 1: data LL, relational LL, references, matching; 2: + contact groups, relation knock-out, relation output
+EVALUATION_VERSION = 3  # bumped when evaluation adds or changes a metric: `run` then re-evaluates finished jobs
+# 1: data LL, relational LL, references, matching; 2: + contact groups, relation knock-out, relation output;
+# 3: + prior error decomposition at frame T, one-step scores at every frame (`onestep_sequences`)
 
 
 def evaluation_settings(split: Any, eval_cfg: Any) -> dict[str, Any]:

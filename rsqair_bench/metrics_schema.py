@@ -30,6 +30,7 @@ _JOB_TEXT = ("suite", "config_hash", "device", "torch_version")
 _SPLIT_INTS = ("frames", "samples", "sequences", "max_objects", "sequences_with_collision", "checkpoint_iteration")
 _SPLIT_NUMBERS = ("count_accuracy", "eval_sequences_per_s", "peak_memory_mb", "empty_frame_data_ll")
 _SCORES = ("data_ll", "relational_ll")
+_SCORE_BLOCKS = ("references", "matching", "prior_decomposition", "one_step")  # every leaf a number or null
 
 
 class _Checker:
@@ -155,7 +156,7 @@ def _check_split(c: _Checker, entry: dict[str, Any], where: str) -> None:
             c.number(value, f"{where}.{metric}.per_sample[{i}]")
         if isinstance(entry.get("samples"), int) and len(per) != entry["samples"]:
             c.fail(f"{where}.{metric}.per_sample", f"{entry['samples']} values (samples)", per)
-    for block in ("references", "matching"):
+    for block in _SCORE_BLOCKS:
         if entry.get(block) is not None:
             _check_numbers(c, c.mapping(entry[block], f"{where}.{block}"), f"{where}.{block}")
 

@@ -198,19 +198,38 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines)
 
 
-def dynamics_files(runs: list[dict]) -> dict[str, str]:
-    """dynamics.{md,csv,tex}: object-ball matching per model (docs/metrics.md); none if no run has it."""
+def dynamics_files(runs: list[dict], baseline: str | None = None) -> dict[str, str]:
+    """dynamics.{md,csv,tex}: object-ball matching per model (docs/metrics.md); none if no run has it.
+    With the `prior_decomposition` / `one_step` blocks, dynamics.md gets a section for each (and
+    prior_decomposition.csv / one_step.csv); `baseline` (default: as significance.md's) is the model the
+    one-step colliding error's MDD is taken against."""
     from rsqair_bench.report.dynamics import dynamics_table, horizon_footnote
+    from rsqair_bench.report.prior_error import (
+        DECOMPOSITION_CAPTION,
+        ONE_STEP_CAPTION,
+        decomposition_table,
+        one_step_table,
+    )
+    from rsqair_bench.report.significance_table import resolve_baseline
 
     grouped = by_model(runs)
     models = ordered_models(runs)
-    table = dynamics_table(runs, models, grouped, {m: label(m, grouped[m]) for m in models}, ordered_splits(runs))
+    labels = {m: label(m, grouped[m]) for m in models}
+    table = dynamics_table(runs, models, grouped, labels, ordered_splits(runs))
     if not len(table):
         return {}
     caption = ("Object-ball matching: inferred frames (coverage, duplicates, centre error) and the "
                "prior's centre error at the sampled frame T (px)")
-    return {"dynamics.md": f"# {caption}\n\n" + markdown_table(table) + "\n" + horizon_footnote(table),
-            "dynamics.csv": table.to_csv(), "dynamics.tex": to_latex(table, caption)}
+    text = f"# {caption}\n\n" + markdown_table(table) + "\n" + horizon_footnote(table)
+    files = {"dynamics.csv": table.to_csv(), "dynamics.tex": to_latex(table, caption)}
+    parts = {"prior_decomposition": (DECOMPOSITION_CAPTION, decomposition_table(models, grouped, labels, ordered_splits(runs))),
+             "one_step": (ONE_STEP_CAPTION, one_step_table(models, grouped, labels, ordered_splits(runs),
+                                                           resolve_baseline(baseline, models)))}
+    for name, (part_caption, part) in parts.items():
+        if len(part):
+            text += f"\n# {part_caption}\n\n" + markdown_table(part, index=False) + "\n"
+            files[f"{name}.csv"] = part.to_csv(index=False)
+    return {"dynamics.md": text, **files}
 
 
 def relation_files(runs: list[dict]) -> dict[str, str]:

@@ -86,7 +86,7 @@ def _write_report(
         + learning_note(runs) + horizon_footnote(table))
     put("table.csv", table.to_csv())
     put("table.tex", to_latex(table, caption))
-    for name, text in {**dynamics_files(runs), **relation_files(runs)}.items():
+    for name, text in {**dynamics_files(runs, baseline), **relation_files(runs)}.items():
         put(name, text)
     seeds, spread = per_seed_tables(runs)
     put(

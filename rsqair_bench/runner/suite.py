@@ -211,6 +211,10 @@ def _check_eval_splits(suite: SuiteConfig, where: str, fail: Fail) -> None:
                 fail(f"{k}.split", f"data set {sp.data!r} has no split {sp.split!r} (has: {', '.join(ds.splits)})")
             if sp.frames > ds.frames:
                 fail(f"{k}.frames", f"{sp.frames} frames but data.{sp.data} has {ds.frames}")
+            held = ds.splits.get(sp.split)
+            if sp.onestep_sequences is not None and held is not None and sp.onestep_sequences > held:
+                fail(f"{k}.onestep_sequences", f"{sp.onestep_sequences} sequences but data.{sp.data}.splits."
+                                               f"{sp.split} has {held}; expected at most {held}")
         elif not sp.data.endswith(_DATA_SUFFIXES):
             fail(f"{k}.data", f"unknown data set {sp.data!r} (expected one of {', '.join(suite.data)} or an .h5 path)")
         check_eval_split(sp, where, k)
