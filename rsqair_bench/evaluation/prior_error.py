@@ -46,7 +46,7 @@ def where_centres_px(raw: Tensor, config: Any, hw: tuple[int, int]) -> Tensor:
 
     The one conversion evaluation uses for the model's raw where (the prior's loc, its samples): the
     model's own transform with its config's parameters, then `where_to_boxes`, as `SQAIR.generate` does."""
-    return box_centres(where_to_boxes(transform_where(raw, config.where_scale_max), hw))  # [..., 2]
+    return box_centres(where_to_boxes(transform_where(raw, config.where_scale_max, config.where_shift_max), hw))  # [..., 2]
 
 
 def centre_std_px(loc: Tensor, scale: Tensor, config: Any, hw: tuple[int, int]) -> Tensor:
