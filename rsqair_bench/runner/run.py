@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsqair_bench.config import (
     DataSetConfig,
@@ -44,6 +45,9 @@ from rsqair_bench.runner.job import (
 )
 from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob
 from rsqair_bench.runner.suite import Job, expand_jobs, validate_suite
+
+if TYPE_CHECKING:
+    from rsqair_bench.runner.cost import JobWork
 
 log = logging.getLogger(__name__)
 
@@ -197,20 +201,66 @@ def seed_major(jobs: list[Job], suite: SuiteConfig) -> list[Job]:
 def _print_dry_run(suite: SuiteConfig, jobs: list[Job], executor: str, workers: int, results_dir: Path, out: Any,
                    throughput: str | None = None) -> None:
     """The jobs, their states and data, then what they will cost (cost.py: iterations and predicted hours)."""
-    from rsqair_bench.runner.cost import cost_lines  # lazy: torch only if a throughput must be measured
+    from rsqair_bench.runner.cost import cost_lines  # lazy: only the dry run needs it
 
-    cost = cost_lines(suite, workers, throughput)  # first: a bad --throughput fails before any output
+    work, states, stale = dry_run_work(suite, jobs)
+    cost = cost_lines(suite, workers, throughput, work=work)  # first: a bad --throughput fails before any output
     print(
         f"{len(jobs)} jobs ({len(suite.models)} models x {len(suite.seeds)} seeds), executor {executor}, "
         f"workers {workers}, results in {results_dir}",
         file=out,
     )
     for job in jobs:
-        print(f"  {job.name:<28} {job_state(job):<8} -> {job.directory}", file=out)
+        print(f"  {job.name:<28} {states[job.name]:<8} -> {job.directory}", file=out)
+    for name, why in list(stale.items())[:3]:
+        print(f"  {name}: " + "; ".join(f"{k}: {v}" for k, v in why.items()), file=out)
     for name in _data_sets_used(suite):
         path = Path(suite.data[name].path)
         print(f"  data {name}: {path} ({'exists' if path.exists() else 'will be generated'})", file=out)
     print("\n".join(cost), file=out)
+
+
+def dry_run_work(suite: SuiteConfig, jobs: list[Job]) -> tuple[list[JobWork], dict[str, str], dict[str, dict[str, str]]]:
+    """What each job still needs, as `run` would judge it, without running anything: the cost's JobWork
+    list in the runner's order, each job's state for the listing (`job_state`, with `evaluate again`
+    for a finished job whose evaluation is stale) and, for those, which splits and why (`stale_splits`).
+
+    Why: the dry run priced finished jobs as if they would train again and showed a stale one as
+    `done`. A data file not generated yet is taken to be the file the job evaluated (the generator is a
+    pure function of its settings; `run` compares the checksums once it exists)."""
+    from rsqair_bench.runner.cost import JobWork
+
+    finished = [j for j in jobs if (j.directory / "DONE").exists()]
+    present = {n: data_checksum(Path(suite.data[n].path)) for n in _data_sets_used(suite)
+               if Path(suite.data[n].path).exists()} if finished else {}
+    states, stale = {}, {}
+    for job in jobs:
+        states[job.name] = job_state(job)
+        if states[job.name] != "done":
+            continue
+        job.data_checksums = _recorded_data_checksums(job) | present
+        why = stale_splits(job)
+        if why:
+            states[job.name], stale[job.name] = "evaluate again", why
+    cost_state = {"done": "done", "evaluate again": "evaluate again"}
+    work = [JobWork(j.model, j.seed, cost_state.get(states[j.name], "train"), tuple(stale.get(j.name, {})))
+            for j in seed_major(jobs, suite)]
+    return work, states, stale
+
+
+def _recorded_data_checksums(job: Job) -> dict[str, str | None]:
+    """Data set name -> the checksum a finished job's metrics.json recorded for it ({} when unreadable)."""
+    from rsqair_bench.core.io import read_regular_file
+
+    try:
+        splits = json.loads(read_regular_file(job.directory / "metrics.json")).get("splits")
+        recorded = {}
+        for entry in splits.values():
+            settings = entry["settings"]
+            recorded[settings["split"]["data"]] = settings["data_checksum"]
+        return recorded
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return {}
 
 
 def _run_jobs(suite: SuiteConfig, todo: list[Job], total: int, already_done: int, job_fn: Callable[[Job], JobOutcome],
