@@ -9,7 +9,7 @@ So every threshold must hold by a margin over seeds and kernel families. This to
 loads, and prints each figure's margin to its threshold and the worst run of each check.
 
     python tools/learning_margins.py run --out margins.jsonl [--checks bound dynamics] [--seeds 0 1 2]
-        [--families default avx2] [--perturb] [--jobs N]      # from the repository root, inside its venv
+        [--families default avx2] [--perturb [SEED ...]] [--jobs N] [--logs DIR]   # from the repository root
     python tools/learning_margins.py table margins.jsonl [--json summary.json]
     python tools/learning_margins.py families                  # the kernel families and their variables
 
@@ -19,7 +19,8 @@ check's own thread count (OMP/MKL variables and torch.set_num_threads). Results 
 check, seed, family, thread count, torch build and CPU; load only changes wall time (`nice` it freely).
 `--perturb` multiplies every initial weight by (1 + 2^-24 N(0, 1)), one float32 rounding step: the kind
 of difference another CPU's kernels or a torch patch release makes. A run's log (stderr) goes to
-`<out>.logs/`.
+`<out>.logs/` (or `--logs`). It needs torch and the project's dependencies, not an install of the project:
+`rsqair_bench` is imported from this checkout (`use_this_checkout`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from threading import Lock
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 ULP = 2.0**-24  # float32's unit roundoff
 DISPATCH = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
@@ -55,6 +55,28 @@ FAMILIES: dict[str, dict[str, str]] = {
     "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
     "sse": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"},
 }
+
+
+def use_this_checkout() -> None:
+    """Import `rsqair_bench` and `tests` from this checkout, installed or not (the lead's 16-core machine has
+    torch but no `pip install -e`): pyproject.toml installs the top-level baselines/ folder as
+    `rsqair_bench.baselines`, which a bare checkout on sys.path lacks, so that name is bound here."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT))
+    here = ROOT / "baselines" / "__init__.py"
+    spec = importlib.util.find_spec("rsqair_bench.baselines")
+    if spec is None or spec.origin is None or Path(spec.origin).resolve() != here.resolve():
+        spec = importlib.util.spec_from_file_location("rsqair_bench.baselines", here,
+                                                      submodule_search_locations=[str(here.parent)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["rsqair_bench.baselines"] = module
+        spec.loader.exec_module(module)
+        sys.modules["rsqair_bench"].baselines = module
+    import rsqair_bench
+
+    if Path(rsqair_bench.__file__).resolve().parent != ROOT / "rsqair_bench":
+        raise ToolError(f"rsqair_bench imports from {Path(rsqair_bench.__file__).parent}, not this checkout {ROOT}")
 
 
 class ToolError(Exception):
@@ -179,7 +201,8 @@ def planned(args: argparse.Namespace, checks: dict) -> Iterator[tuple]:
         threads = args.threads or checks[name].threads
         for seed in args.seeds:
             for family in families:
-                for perturb in (False, True) if args.perturb else (False,):
+                perturbed = args.perturb is not None and (not args.perturb or seed in args.perturb)
+                for perturb in (False, True) if perturbed else (False,):
                     yield name, seed, family, perturb, threads
 
 
@@ -196,7 +219,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = [r for r in rows if not r.get("error")]  # a failed run is retried
     todo = [p for p in planned(args, CHECKS) if (p[0], p[1], p[2][0], p[3], p[4]) not in done]
     print(f"{len(todo)} runs to do ({len(done)} already in {out}), {args.jobs} at a time", flush=True)
-    lock, logs = Lock(), out.with_name(out.name + ".logs")
+    lock, logs = Lock(), Path(args.logs) if args.logs else out.with_name(out.name + ".logs")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(child, *p, logs) for p in todo]
         for future in as_completed(futures):
@@ -264,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--checks", nargs="+", default=None, help="default: every check in tests/learning_checks.py")
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--families", nargs="+", default=["default", "avx2"], help=f"{', '.join(FAMILIES)} or NAME:VAR=VALUE,...")
-    r.add_argument("--perturb", action="store_true", help="also run each seed x family with perturbed initial weights")
+    r.add_argument("--perturb", nargs="*", type=int, default=None, metavar="SEED",
+                   help="also run with perturbed initial weights: every seed, or only the seeds given")
+    r.add_argument("--logs", default=None, help="folder for each run's stderr log (default: <out>.logs)")
     r.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default 1)")
     r.add_argument("--threads", type=int, default=None, help="override each check's own thread count (changes the trajectory)")
     r.add_argument("--json", default=None, help="also write the summary (runs and worst margins) to this JSON file")
@@ -280,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("families", help="list the kernel families")
     args = parser.parse_args(argv)
     try:
+        use_this_checkout()
         if args.command == "families":
             print("\n".join(f"{n}: {' '.join(f'{k}={v}' for k, v in e.items()) or '(none set: this CPU picks)'}"
                             for n, e in FAMILIES.items()))
