@@ -162,18 +162,27 @@ def run_dynamics_check(workdir: Path, seed: int = 0, model_factory: ModelFactory
 
 
 # ----------------------------------------------------------------------------- the checks
+# Thresholds: each set from the measured runs in its test's docstring (the worst run and its margin).
+BOUND_GAIN = 300.0  # nats per 3-frame window, last 100 iterations minus the first 100
+MIN_BOUND_COVERAGE = 0.15
+MIN_GAIN_OVER_COPY_LAST = 150.0  # nats, sampled frame 10
+MIN_TRACKED_FRACTION = 0.5
+MIN_DYNAMICS_COVERAGE = 0.75
+MAX_DYNAMICS_DUPLICATES = 0.2
+
 BOUNDS = LearningCheck(
     name="bound", test="tests/test_learning.py::test_sqair_improves_its_bound_and_finds_the_balls",
     run=run_bound_check, threads=1,
-    thresholds=(Threshold("bound_gain", 300.0, above=True), Threshold("coverage", 0.15, above=True)),
+    thresholds=(Threshold("bound_gain", BOUND_GAIN, above=True), Threshold("coverage", MIN_BOUND_COVERAGE, above=True)),
     printed=("bound_first", "bound_last", "duplicates", "count_accuracy"),
 )
 DYNAMICS = LearningCheck(
     name="dynamics", test="tests/test_learning.py::test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last",
     run=run_dynamics_check, threads=1,
-    thresholds=(Threshold("gain_over_copy_last", 150.0, above=True), Threshold("tracked_fraction", 0.5, above=True),
-                Threshold("coverage", 0.75, above=True, inclusive=True),
-                Threshold("duplicates", 0.2, above=False, inclusive=True)),
-    printed=("data_ll", "copy_last", "tracked_prior_px", "tracked_copy_last_px"),
+    thresholds=(Threshold("gain_over_copy_last", MIN_GAIN_OVER_COPY_LAST, above=True),
+                Threshold("tracked_fraction", MIN_TRACKED_FRACTION, above=True),
+                Threshold("coverage", MIN_DYNAMICS_COVERAGE, above=True, inclusive=True),
+                Threshold("duplicates", MAX_DYNAMICS_DUPLICATES, above=False, inclusive=True)),
+    printed=("tracked_prior_px", "tracked_copy_last_px"),
 )
 CHECKS: dict[str, LearningCheck] = {c.name: c for c in (BOUNDS, DYNAMICS)}

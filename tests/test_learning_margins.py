@@ -54,23 +54,26 @@ def _row(seed: int, family: str, gain: float, coverage: float) -> dict:
 
 
 def test_the_table_names_each_figures_worst_run(tmp_path: Path) -> None:
+    gain, cover = BOUNDS.thresholds[0].bound, BOUNDS.thresholds[1].bound  # rows at fixed margins from the thresholds
     path = tmp_path / "m.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in (_row(0, "default", 900.0, 0.9), _row(0, "avx2", 700.0, 0.95),
-                                                             _row(1, "default", 1000.0, 0.6))))
+    rows = (_row(0, "default", gain + 600, cover + 0.5), _row(0, "avx2", gain + 400, cover + 0.75), _row(1, "default", gain + 700, cover + 0.25))
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = lm.summary(lm.read_rows(path))["bound"]
     assert summary["all_pass"] and summary["worst"]["bound_gain"]["run"] == "seed 0, avx2"
-    assert summary["worst"]["coverage"] == {"threshold": "coverage > 0.15", "value": 0.6, "margin": pytest.approx(0.45),
-                                            "run": "seed 1, default"}
+    assert summary["worst"]["coverage"] == {"threshold": f"coverage > {cover:g}", "value": cover + 0.25,
+                                            "margin": pytest.approx(0.25), "run": "seed 1, default"}
     text = lm.markdown({"bound": summary})
-    assert "| seed 0, avx2 | 1 | 700.000 (+400.000) | 0.950 (+0.800) | yes | 1.0 |" in text
-    assert "| worst run (margin) | | seed 0, avx2 (+400.000) | seed 1, default (+0.450) | | |" in text
-    failing = lm.summary([_row(2, "sse", 250.0, 0.5)])["bound"]
-    assert not failing["all_pass"] and "NO: bound_gain > 300: 250" in lm.markdown({"bound": failing})
+    assert f"| seed 0, avx2 | 1 | {gain + 400:.3f} (+400.000) | {cover + 0.75:.3f} (+0.750) | — | — | — | — | yes | 1.0 |" in text
+    assert f"| threshold |  | bound_gain > {gain:g} | coverage > {cover:g} | not asserted | not asserted | not asserted | " \
+           "not asserted |  |  |" in text
+    assert "| worst run (margin) |  | seed 0, avx2 (+400.000) | seed 1, default (+0.250) |  |  |  |  |  |  |" in text
+    failing = lm.summary([_row(2, "sse", gain - 50, cover + 0.1)])["bound"]
+    assert not failing["all_pass"] and f"NO: bound_gain > {gain:g}: {gain - 50:.4g}" in lm.markdown({"bound": failing})
 
 
 def test_a_bad_results_file_is_one_line_naming_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "m.jsonl"
-    path.write_text(json.dumps(_row(0, "default", 900.0, 0.9)) + "\n{not json\n")
+    path.write_text(json.dumps(_row(0, "default", 2000.0, 0.9)) + "\n{not json\n")
     assert lm.main(["table", str(path)]) == 2
     assert capsys.readouterr().err == f"error: {path}: line 2: not JSON (Expecting property name enclosed in double quotes); " \
                                       "expected one run per line\n"

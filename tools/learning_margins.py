@@ -260,20 +260,25 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(summ: dict[str, Any]) -> str:
-    """One Markdown table per check: a row per run (value and margin of each asserted figure), then the worst."""
+    """One Markdown table per check: a row per run (value and margin of each asserted figure, then the
+    figures it prints but does not assert), then the thresholds and the worst run of each."""
+    from tests.learning_checks import CHECKS
+
     parts = []
     for name, s in summ.items():
         figures = list(s["worst"]) or sorted({f for r in s["runs"] for f in r["margins"]})
-        head = ["run", "threads", *figures, "passes", "s"]
+        shown = list(CHECKS[name].printed) if name in CHECKS else []
+        head = ["run", "threads", *figures, *shown, "passes", "s"]
         lines = [f"### {name} ({s['test']})", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in s["runs"]:
             cells = [f"{r['figures'][f]:.3f} ({r['margins'][f]:+.3f})" if f in r["margins"] else "—" for f in figures]
+            cells += [f"{r['figures'][f]:.3f}" if f in r["figures"] else "—" for f in shown]
             ok = "error" if r.get("error") else ("yes" if not r["failures"] else "NO: " + "; ".join(r["failures"]))
             lines.append(f"| {run_label(r)} | {r.get('threads')} | " + " | ".join(cells) + f" | {ok} | {r.get('seconds', '—')} |")
-        lines.append("| threshold | | " + " | ".join(next((w["threshold"] for f2, w in s["worst"].items() if f2 == f), "")
-                                                   for f in figures) + " | | |")
-        lines.append("| worst run (margin) | | " + " | ".join(
-            f"{s['worst'][f]['run']} ({s['worst'][f]['margin']:+.3f})" if f in s["worst"] else "—" for f in figures) + " | | |")
+        limits = [s["worst"][f]["threshold"] if f in s["worst"] else "" for f in figures]
+        worst = [f"{s['worst'][f]['run']} ({s['worst'][f]['margin']:+.3f})" if f in s["worst"] else "—" for f in figures]
+        lines.append("| " + " | ".join(["threshold", "", *limits, *["not asserted"] * len(shown), "", ""]) + " |")
+        lines.append("| " + " | ".join(["worst run (margin)", "", *worst, *[""] * len(shown), "", ""]) + " |")
         lines += ["", f"All runs pass: {'yes' if s['all_pass'] else 'NO'}. Machines: {'; '.join(s['machines'])}.", ""]
         parts.append("\n".join(lines))
     return "\n".join(parts)

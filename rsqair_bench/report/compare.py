@@ -7,6 +7,10 @@ runs are different trainings, so their seeds are independent samples even when t
 numbers match. Throughput comes as B / A ratios with each side's device named, since a
 speed-up means nothing without knowing what ran.
 
+Its first section is a verdict, per model and split and overall: is B the same as A within the
+seed spread (`report/spread.py`; a rerun on another CPU should be, docs/reproducibility.md)? The
+overall `Verdict: ...` line is also printed last.
+
 Writes <out>/compare.md, compare.csv and compare_throughput.csv (default out: A/report/compare).
 """
 
