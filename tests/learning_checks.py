@@ -163,12 +163,12 @@ def run_dynamics_check(workdir: Path, seed: int = 0, model_factory: ModelFactory
 
 # ----------------------------------------------------------------------------- the checks
 # Thresholds: each set from the measured runs in its test's docstring (the worst run and its margin).
-BOUND_GAIN = 300.0  # nats per 3-frame window, last 100 iterations minus the first 100
-MIN_BOUND_COVERAGE = 0.15
-MIN_GAIN_OVER_COPY_LAST = 150.0  # nats, sampled frame 10
-MIN_TRACKED_FRACTION = 0.5
-MIN_DYNAMICS_COVERAGE = 0.75
-MAX_DYNAMICS_DUPLICATES = 0.2
+BOUND_GAIN = 500.0  # nats per 3-frame window, last 100 iterations minus the first 100; worst measured 1,903.0
+MIN_BOUND_COVERAGE = 0.5  # worst measured 0.916; untrained about 0.01
+MIN_GAIN_OVER_COPY_LAST = 150.0  # nats, sampled frame 10; worst measured 209.7
+MIN_TRACKED_FRACTION = 0.5  # worst 0.862
+MIN_DYNAMICS_COVERAGE = 0.75  # worst 0.873
+MAX_DYNAMICS_DUPLICATES = 0.2  # worst 0.097
 
 BOUNDS = LearningCheck(
     name="bound", test="tests/test_learning.py::test_sqair_improves_its_bound_and_finds_the_balls",
