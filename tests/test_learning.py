@@ -34,8 +34,9 @@ def test_sqair_improves_its_bound_and_finds_the_balls(tmp_path: Path, restore_to
     """suites/learn.yaml's 4-ball data, model and optimizer (n_hidden 64, 10x10 glimpses, velocity
     prior, residual discovery, Adam 3e-4, clipping at 10) on 3-frame windows, no lr decay, eager, one
     thread, 600 iterations (`learning_checks.bound_check_job`). The training IWAE bound (means of 100
-    iterations) must rise by more than BOUND_GAIN nats per 3-frame window, and best.pt's objects must
-    cover more than MIN_COVERAGE of the balls on 100 test sequences (untrained: about 0.01).
+    iterations) must rise by more than 500 nats per 3-frame window (`BOUND_GAIN`), and best.pt's objects
+    must cover more than half of the balls on 100 test sequences (`MIN_BOUND_COVERAGE`; an untrained model
+    covers about 1% of them on the same data at 10 frames, as the dynamics check says).
 
     Measured on this repository's 2-core AMD EPYC (AVX-512, no AMX), torch 2.13.0+cpu, 2026-12-04
     (`python tools/learning_margins.py run --out FILE --checks bound --seeds S --families F`, the same
@@ -94,9 +95,13 @@ def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path,
     | seed 1, default | 209.7 | 0.862 | 0.873 | 0.097 | 3.01 / 3.04 |
     | seed 2, default | 278.9 | 0.924 | 0.930 | 0.028 | 2.82 / 3.04 |
     | seed 0, default, rounding perturbed | 226.2 | 0.944 | 0.944 | 0.017 | 3.05 / 3.03 |
-    DYNAMICS_AVX2_ROWS
+    | seed 0, avx2 | [LEAD: pending, see below] | | | | |
     | threshold | > 150 | > 0.5 | >= 0.75 | <= 0.2 | not asserted |
-    | margin of the worst run | DYNAMICS_MARGINS | — |
+    | margin of the worst run | 59.7 | 0.36 | 0.12 | 0.10 | — |
+
+    [LEAD: the avx2 runs (seed 0 is what `.ci/run`'s second family runs) were still training when this
+    change was handed over; their rows and the margins over all runs come from `tools/learning_margins.py
+    run --checks dynamics --seeds 0 1 2 --families avx2`.]
 
     Every threshold is far from what an untrained model scores (coverage 0.01, gain below 0: it draws
     nothing). The tracked prior error against copy-last's is printed, not asserted: one rounding change

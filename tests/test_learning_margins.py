@@ -56,7 +56,8 @@ def _row(seed: int, family: str, gain: float, coverage: float) -> dict:
 def test_the_table_names_each_figures_worst_run(tmp_path: Path) -> None:
     gain, cover = BOUNDS.thresholds[0].bound, BOUNDS.thresholds[1].bound  # rows at fixed margins from the thresholds
     path = tmp_path / "m.jsonl"
-    rows = (_row(0, "default", gain + 600, cover + 0.5), _row(0, "avx2", gain + 400, cover + 0.75), _row(1, "default", gain + 700, cover + 0.25))
+    rows = (_row(0, "default", gain + 600, cover + 0.5), _row(0, "avx2", gain + 400, cover + 0.75),
+            _row(1, "default", gain + 700, cover + 0.25))
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = lm.summary(lm.read_rows(path))["bound"]
     assert summary["all_pass"] and summary["worst"]["bound_gain"]["run"] == "seed 0, avx2"
