@@ -239,10 +239,14 @@ def run_label(row: dict[str, Any]) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per check: its thresholds, its runs, and per threshold the worst run's value and margin."""
+    """Per check: its thresholds, its runs, and per threshold the worst run's value and margin (margins
+    and failures recomputed from the figures against the check's current thresholds)."""
     from tests.learning_checks import CHECKS
 
     out: dict[str, Any] = {}
+    rows = [{**r, "margins": {t.figure: t.margin(r["figures"][t.figure]) for t in CHECKS[r["check"]].thresholds
+                              if t.figure in r["figures"]}, "failures": CHECKS[r["check"]].failures(r["figures"])}
+            if r["check"] in CHECKS and not r.get("error") else r for r in rows]  # against today's thresholds
     for name in dict.fromkeys(r["check"] for r in rows):
         runs = sorted((r for r in rows if r["check"] == name), key=lambda r: (r["seed"], r["family"], r["perturbed"]))
         thresholds = CHECKS[name].thresholds if name in CHECKS else ()
