@@ -302,7 +302,7 @@ def _reevaluation_inputs(job: Job, stale: dict[str, str]) -> tuple[dict[str, Any
     for the train result) and the split entries that stay (current, still in the suite: not in `stale`).
 
     Training figures missing from metrics.json (unreadable, or nulls an older version wrote after one
-    was) are taken from the job's checkpoints (`_training_figures`), never left null when those have them."""
+    was) are taken from the job's checkpoints (`_training_facts`), never left null when those have them."""
     metrics = _read_json(job.directory / "metrics.json")
     metrics = metrics if isinstance(metrics, dict) else {}
     entries = metrics.get("splits") if isinstance(metrics.get("splits"), dict) else {}
