@@ -29,6 +29,7 @@ from rsqair_bench.errors import ConfigError, DataError
 from rsqair_bench.report import significance
 from rsqair_bench.report.failures import Failure, collect_failures
 from rsqair_bench.report.spread import SpreadRow, verdict_lines
+from rsqair_bench.report.pooling import unpooled_note
 from rsqair_bench.report.textfmt import fixed, markdown_name, markdown_table
 
 
@@ -68,7 +69,7 @@ def not_comparable(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]], s
         reasons.append(f"suite {', '.join(suites[0])} vs {', '.join(suites[1])}")
     for key, name in _SPLIT_FACTS if split is not None else ():
         a, b = _facts(runs_a, split, key), _facts(runs_b, split, key)
-        if a and b and a != b:
+        if a and b and (a != b or len(a) > 1):  # also a side whose own seeds differ (pooling.py)
             reasons.append(f"{name} {', '.join(a)} vs {', '.join(b)}")
     return "; ".join(reasons)
 
@@ -195,7 +196,9 @@ def _only_in(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]],
              failed_a: list[Failure] | None = None, failed_b: list[Failure] | None = None) -> str:
     """Models one side lacks, and the jobs that failed on either side: a model whose jobs failed in B is
     "failed in B", not "only in A"."""
-    failed_a, failed_b = failed_a or [], failed_b or []
+    stale = [(side, f) for side, failed in (("A", failed_a), ("B", failed_b)) for f in failed or [] if f.kept]
+    failed_a = [f for f in failed_a or [] if not f.kept]  # kept: a failed re-evaluation, its numbers are in
+    failed_b = [f for f in failed_b or [] if not f.kept]
     a, b = {r["model"] for r in runs_a}, {r["model"] for r in runs_b}
     lost_a, lost_b = {f.model for f in failed_a}, {f.model for f in failed_b}
     notes = []
@@ -207,6 +210,9 @@ def _only_in(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]],
         if failed:
             jobs = "; ".join(f"{markdown_name(f.model)}/seed{f.seed}: {markdown_name(f.reason)}" for f in failed)
             notes.append(f"failed in {side} (not in the numbers; rerun `run` to retry): {jobs}")
+    if stale:
+        jobs = "; ".join(f"{side}: {markdown_name(f.model)}/seed{f.seed}: {markdown_name(f.reason)}" for side, f in stale)
+        notes.append(f"re-evaluation failed (their numbers are from the previous evaluation): {jobs}")
     return "".join(f"\n{n}\n" for n in notes)
 
 
@@ -222,7 +228,7 @@ def write_comparison(dir_a: Path, dir_b: Path, out: Path | None = None) -> tuple
     runs_a, runs_b = metrics.collect_metrics(dir_a), metrics.collect_metrics(dir_b)
     failed_a, failed_b = collect_failures(dir_a), collect_failures(dir_b)
     for d, runs, failed in ((dir_a, runs_a, failed_a), (dir_b, runs_b, failed_b)):
-        if not runs and failed:
+        if not runs and failed:  # a failed re-evaluation (`kept`) has a metrics.json, so runs is not empty
             first = failed[0]
             raise DataError(f"{d}: all {len(failed)} jobs failed, nothing to compare (e.g. {first.model}/seed{first.seed}: "
                             f"{first.reason[:200]}; see each job's error.txt and rerun `run` to retry)")
@@ -244,6 +250,8 @@ def write_comparison(dir_a: Path, dir_b: Path, out: Path | None = None) -> tuple
         + "\n\nA row (model, split, metric) is within the spread when |B − A| is at most what seed-to-seed "
         "variation explains (the allowance: Student t, Bonferroni over the rows, times the seed spread pooled "
         "over every model of that split and metric); docs/metrics.md, \"Same within spread\".\n"
+        + "".join(unpooled_note(metrics.unpooled_metrics(d), d, f"{side}: not in the numbers")
+                  for side, d in (("A", dir_a), ("B", dir_b)))
         + f"\n## Metrics\n\n{caption} A and B columns: mean ± std of seed means (seeds).\n\n"
         + (markdown_table(table, index=False) if len(table) else metrics.MISSING)
         + "\n\n## Throughput (B / A)\n\n"

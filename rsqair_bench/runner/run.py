@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -80,18 +81,49 @@ def job_state(job: Job) -> str:
     return "pending"
 
 
+FILE_DIGEST = "file-sha256:"  # prefix of a checksum taken over a data file's bytes (a file without a stored one)
+
+
 def data_checksum(path: Path | None) -> str | None:
-    """The data file's stored checksum attribute (data/h5.py), None for a file without one or no file."""
+    """The data file's identity: its stored checksum attribute (data/h5.py), or for a file without one
+    (R-NEM's files, say) `file-sha256:<hex>` of its bytes; None when there is no file.
+
+    Why the fallback: a file without the attribute recorded null, so regenerating or replacing it went
+    unnoticed and its splits kept their old numbers."""
     if path is None or not Path(path).is_file():
         return None
     from rsqair_bench.data.h5 import stored_checksum
 
-    return stored_checksum(path)
+    stored = stored_checksum(path)
+    if stored is not None:
+        return stored
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:  # a regular file (is_file above): no FIFO to block on
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    return FILE_DIGEST + digest.hexdigest()
 
 
 def _data_sets_used(suite: SuiteConfig) -> list[str]:
     names = [suite.train_data] + [s.data for s in suite.eval.splits.values() if s.data in suite.data]
     return list(dict.fromkeys(names))
+
+
+def _files_given_by_path(suite: SuiteConfig, where: str) -> dict[str, str]:
+    """The eval splits' data given as an .h5 path (not a data set name): path -> its checksum, keyed as
+    the split names it (`Job.data_checksums`). A missing file is refused now, before any training.
+
+    Why: these files are read by every job's evaluation like the suite's data sets, but only the data
+    sets' checksums were recorded, so a regenerated file left its splits "done" with the old numbers."""
+    checksums = {}
+    for key, split in suite.eval.splits.items():
+        if split.data in suite.data or split.data in checksums:
+            continue
+        if not Path(split.data).is_file():
+            raise ConfigError(f"{where}: eval.splits.{key}.data: {split.data!r} is not a file; expected an .h5 data "
+                              "file (a split given by path is read, never generated)")
+        checksums[split.data] = data_checksum(Path(split.data))
+    return checksums
 
 
 def _default_prepare(ds: DataSetConfig) -> Path:
@@ -159,7 +191,7 @@ def run_suite(
         except ImportError:
             raise ConfigError(RAY_MISSING) from None
     _refuse_stale_done_jobs(jobs, results_dir)
-    checksums = {}
+    checksums = _files_given_by_path(suite, f"suite {suite.name!r}")
     for name in _data_sets_used(suite):
         checksums[name] = data_checksum((prepare_data or _default_prepare)(suite.data[name]))
     for job in jobs:
