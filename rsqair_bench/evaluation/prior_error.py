@@ -54,7 +54,7 @@ def where_from_raw(raw: Tensor, config: Any) -> Tensor:
     """The model's raw where [..., 4] -> where [..., 4] as `Generation.where` holds it: the one conversion
     evaluation uses for the model's raw where (the prior's loc, its samples), the model's own transform
     with its config's parameters, as `SQAIR.generate` does."""
-    return transform_where(raw, config.where_scale_max)
+    return transform_where(raw, config.where_scale_max, config.where_shift_max)
 
 
 def where_centres_px(raw: Tensor, config: Any, hw: tuple[int, int]) -> Tensor:

@@ -41,7 +41,7 @@ from rsqair_bench.models.image_encoder import image_encoder
 from rsqair_bench.models.objective import sqair_loss
 from rsqair_bench.models.priors import DiscoveryPrior, PropagationPrior, PropPriorOutput
 from rsqair_bench.models.relation import Relation, State
-from rsqair_bench.models.stn import transform_where, where_to_boxes
+from rsqair_bench.models.stn import shift_logits, transform_where, where_shift, where_to_boxes
 
 # `disc_box_centre: residual_peak` smooths the residual over a ball-sized window before its argmax: a
 # ball's radius is 4 px in the 50x50 crop (physics.py: radius 0.0625 of the 64 px frame).
@@ -49,8 +49,9 @@ _PEAK_WINDOW_PX = 7
 
 
 def object_latent_dim(config: ModelConfig) -> int:
-    """Size of one object's latent z = [what, where, pres], the input of a Relation."""
-    return config.z_what + 4 + 1
+    """Size of one object's latent z = [what, where, pres], the input of a Relation; with
+    `relation_velocity` also the object's last displacement (2 numbers, px per frame)."""
+    return config.z_what + 4 + 1 + (2 if config.relation_velocity else 0)
 
 
 @dataclass
@@ -275,7 +276,7 @@ class Residual:
         index = smooth.view(n, h * w).argmax(1)  # [N]
         row, col = index // w, index % w
         centre = torch.stack([(2 * col + 1) / w - 1, (2 * row + 1) / h - 1], -1).to(image.dtype)  # pixel centres, [-1, 1]
-        return torch.atanh(centre.clamp(-0.99, 0.99))  # transform_where's shift is tanh(logit)
+        return shift_logits(centre, self.decoder.shift_max, edge=0.99)  # the logits of that box centre
 
 
 class Discovery(nn.Module):
@@ -428,16 +429,18 @@ class SQAIR(nn.Module):
         self.config = config
         self.relation = relation
         hiddens = [config.n_hidden] * config.n_layers
-        encoder = GlimpseEncoder(config.glimpse_size, hiddens, config.z_what, config.where_scale_max)
+        encoder = GlimpseEncoder(config.glimpse_size, hiddens, config.z_what, config.where_scale_max,
+                                 config.where_shift_max)
         self.propagation = Propagation(config, relation.out_dim, encoder)
         self.discovery = Discovery(config, encoder)
         self.prop_prior = PropagationPrior(relation.out_dim, config.z_what, config.n_hidden,
                                            config.prop_prior_step_bias, mode=config.prop_prior,
-                                           scale_bias=config.prop_prior_scale_bias)
+                                           scale_bias=config.prop_prior_scale_bias,
+                                           velocity_space=config.prop_velocity_space, shift_max=config.where_shift_max)
         self.disc_prior = DiscoveryPrior(config.n_hidden, config.max_objects, config.scale_prior,
                                          config.shift_prior, config.where_prior_std)
         self.decoder = GlimpseDecoder(config.z_what, hiddens, config.glimpse_size, config.image_size,
-                                      config.output_scale, config.where_scale_max)
+                                      config.output_scale, config.where_scale_max, config.where_shift_max)
         self.frame = maybe_compile(self._frame, config.compile)
 
     # ------------------------------------------------------------------ public API
@@ -476,7 +479,7 @@ class SQAIR(nn.Module):
                 (trace.canvas, trace.what, trace.where, trace.pres, trace.ids, trace.prior_loc, trace.prior_scale,
                  trace.prior_what_loc, trace.prior_what_scale), predicted))
         h, w = x.shape[-2:]
-        where_c = transform_where(where, self.config.where_scale_max)
+        where_c = transform_where(where, self.config.where_scale_max, self.config.where_shift_max)
         return Generation(frames=canvas, what=what, where=where_c, pres=pres,
                           boxes=where_to_boxes(where_c, (h, w)), ids=ids,
                           prior_where_loc=prior_loc, prior_where_scale=prior_scale,
@@ -579,9 +582,20 @@ class SQAIR(nn.Module):
 
     def _prior(self, objects: Objects) -> tuple[Tensor, PropPriorOutput]:
         """gamma_t = Gamma(z_{t-1}) and the propagation prior it conditions (paper eq. 3)."""
-        gamma, objects.relation = self.relation(objects.latent(), objects.pres > 0, objects.relation)
+        gamma, objects.relation = self.relation(self._relation_input(objects), objects.pres > 0, objects.relation)
         return gamma, self.prop_prior(gamma, objects.pres, objects.prior, objects.where, objects.what,
                                       objects.where_before)
+
+    def _relation_input(self, objects: Objects) -> Tensor:
+        """z_{t-1} [N, K, D] for Gamma; with `relation_velocity` (ours) the box centre's last step in px
+        is appended, so a relation can see where the other objects are heading, not only where they are
+        (a collision depends on relative velocity; the reference's z holds positions only)."""
+        z = objects.latent()
+        if not self.config.relation_velocity:
+            return z
+        cfg = self.config
+        step = where_shift(objects.where, cfg.where_shift_max) - where_shift(objects.where_before, cfg.where_shift_max)
+        return torch.cat([z, step * (cfg.image_size / 2)], -1)  # [N, K, Dw + 7], px per frame
 
     def _predict(self, objects: Objects, last_id: Tensor, steps: int, k: int, generator) -> tuple[Tensor, ...]:
         """Sample `steps` frames from the propagation prior, discovery off (sqair ref: do_generate).
