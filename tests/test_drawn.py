@@ -185,3 +185,18 @@ def test_box_blocks_do_not_depend_on_the_drawn_ones() -> None:
     assert results[1]["prior_decomposition_drawn"] is None and results[1]["one_step_drawn"] is None
     for key in ("prior_decomposition", "one_step"):
         assert results[0][key] == results[1][key], key
+
+
+def test_prior_where_follows_the_models_shift_range() -> None:
+    """With `where_shift_max` 1.25 a raw shift of atanh(0.9) puts the box centre at 0.9 x 1.25 half-crops
+    right of the middle, 3.125 px outside the 50 px crop: the conversion the drawn renders share with the
+    box figures (`where_from_raw`) reads the model's range, as `SQAIR.generate` does."""
+    import dataclasses
+
+    from rsqair_bench.evaluation.prior_error import where_centres_px, where_from_raw
+
+    config = dataclasses.replace(ModelConfig(), where_shift_max=1.25)
+    raw = torch.tensor([[0.0, 0.0, math.atanh(0.9), 0.0]], dtype=torch.float64)
+    assert where_from_raw(raw, config)[0, 2].item() == pytest.approx(0.9 * 1.25)
+    assert where_centres_px(raw, config, (CROP, CROP))[0].tolist() == pytest.approx([53.125, 25.0])
+    assert where_centres_px(raw, ModelConfig(), (CROP, CROP))[0, 0].item() == pytest.approx(47.5)  # tanh alone

@@ -213,9 +213,9 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
 
 def dynamics_files(runs: list[dict], baseline: str | None = None) -> dict[str, str]:
     """dynamics.{md,csv,tex}: object-ball matching per model (docs/metrics.md); none if no run has it.
-    With the `prior_decomposition` / `one_step` blocks, dynamics.md gets a section for each (and
-    prior_decomposition.csv / one_step.csv); `baseline` (default: as significance.md's) is the model the
-    one-step colliding error's MDD is taken against."""
+    With the `prior_decomposition` / `one_step` blocks (and their `_drawn` twins, shown first), dynamics.md
+    gets a section for each (and prior_decomposition.csv / one_step.csv); `baseline` (default: as
+    significance.md's) is the model the one-step colliding error's MDD is taken against."""
     from rsqair_bench.report.dynamics import dynamics_table, horizon_footnote
     from rsqair_bench.report.prior_error import (
         DECOMPOSITION_CAPTION,
