@@ -163,8 +163,8 @@ def run_dynamics_check(workdir: Path, seed: int = 0, model_factory: ModelFactory
 
 # ----------------------------------------------------------------------------- the checks
 # Thresholds: each set from the measured runs in its test's docstring (the worst run and its margin).
-BOUND_GAIN = 500.0  # nats per 3-frame window, last 100 iterations minus the first 100; worst measured 1,903.0
-MIN_BOUND_COVERAGE = 0.5  # worst measured 0.916
+BOUND_GAIN = 500.0  # nats per 3-frame window, last 100 iterations minus the first 100; worst measured 1,846.9
+MIN_BOUND_COVERAGE = 0.5  # worst measured 0.894
 MIN_GAIN_OVER_COPY_LAST = 150.0  # nats, sampled frame 10; worst measured 209.7
 MIN_TRACKED_FRACTION = 0.5  # worst 0.862
 MIN_DYNAMICS_COVERAGE = 0.75  # worst 0.873
