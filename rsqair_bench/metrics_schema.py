@@ -146,7 +146,7 @@ def _check_split(c: _Checker, entry: dict[str, Any], where: str) -> None:
     _check_scores(c, entry, where)
     for block in _SCORE_BLOCKS:
         if entry.get(block) is not None:
-            _check_numbers(c, c.mapping(entry[block], f"{where}.{block}"), f"{where}.{block}")
+            _check_finite(c, c.mapping(entry[block], f"{where}.{block}"), f"{where}.{block}", every_leaf=True)
     for block in ("knockout", "relation_output"):  # other leaves are left alone: the report skips them
         _check_finite(c, entry.get(block), f"{where}.{block}")
     for block, shape in _SHAPES.items():
@@ -235,16 +235,17 @@ def _check_shape(c: _Checker, value: Any, shape: Any, where: str, item: bool = F
         _check_shape(c, item, sub, f"{where}.{key}")
 
 
-def _check_finite(c: _Checker, node: Any, where: str) -> None:
-    """No NaN or infinity anywhere in a block (JSON's `NaN`/`Infinity`, which Python's reader accepts);
-    other leaves are not checked."""
+def _check_finite(c: _Checker, node: Any, where: str, every_leaf: bool = False) -> None:
+    """No NaN or infinity anywhere in a block (JSON's `NaN`/`Infinity`, which Python's reader accepts).
+    With `every_leaf` (blocks of scores: `references`, `matching`) every leaf must be a finite number or
+    null; otherwise other leaves are not checked."""
     if isinstance(node, dict):
         for key, value in node.items():
-            _check_finite(c, value, f"{where}.{key}")
+            _check_finite(c, value, f"{where}.{key}", every_leaf)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            _check_finite(c, value, f"{where}[{i}]")
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            _check_finite(c, value, f"{where}[{i}]", every_leaf)
+    elif every_leaf or (isinstance(node, (int, float)) and not isinstance(node, bool)):
         c.number(node, where)
 
 
@@ -261,15 +262,3 @@ def _check_settings(c: _Checker, settings: dict[str, Any], where: str) -> None:
     for key in ("samples", "particles", "batch_size", "version"):
         c.integer(settings.get(key), f"{where}.{key}", 0)
     c.text(settings.get("data_checksum"), f"{where}.data_checksum")
-
-
-def _check_numbers(c: _Checker, node: Any, where: str) -> None:
-    """Every leaf of a block of scores (`references`, `matching`) is a finite number or null."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            _check_numbers(c, value, f"{where}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            _check_numbers(c, value, f"{where}[{i}]")
-    else:
-        c.number(node, where)

@@ -3,6 +3,8 @@ moved under a test's tmp_path."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,17 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
     """Run the CLI in-process; returns (exit code, stderr). A traceback would propagate and fail the test."""
     code = cli.main(argv)
     return code, capsys.readouterr().err.strip()
+
+
+def dry_run_without_torch(suite: str) -> str:
+    """`run SUITE --dry-run` in a fresh interpreter (so that no earlier test has imported torch); its stdout
+    ends with 'no torch' when the dry run never imported it. Fails the test on a non-zero exit."""
+    code = ("import sys; from rsqair_bench.cli import main; "
+            f"rc = main(['run', {suite!r}, '--dry-run']); "
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def assert_one_line(code: int, err: str, *needles: str) -> None:

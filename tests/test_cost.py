@@ -18,8 +18,6 @@ per frame of a step) and 0.008 eval sequences/s (25 s per sequence-frame of a fo
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from rsqair_bench.errors import ConfigError
 from rsqair_bench.runner import bench_file, cost, cost_model, throughput
 from rsqair_bench.runner.suite import validate_suite
 from rsqair_bench.training.schedule import EarlyStopping, curriculum_length
+from tests.cli_checks import dry_run_without_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"batch": 32, "particles": 5, "frames": 5, "iterations": 2, "warmup": 1, "max_objects": 4, "z_what": 5,
@@ -253,14 +252,10 @@ def test_bad_throughput_is_one_line_before_any_output(tmp_path: Path, capsys: py
 
 def test_generalization_dry_run_loads_no_torch() -> None:
     """With a committed CPU file for the suite, the dry run's cost needs no torch (it stays fast)."""
-    code = ("import sys; from rsqair_bench.cli import main; "
-            "rc = main(['run', 'suites/generalization.yaml', '--dry-run']); "
-            "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "throughput from file: results/bench/" in done.stdout
+    stdout = dry_run_without_torch("suites/generalization.yaml")
+    assert "throughput from file: results/bench/" in stdout
     if not cost.cuda_available_probe():  # with CUDA here there is no committed GPU file: it measures, with torch
-        assert done.stdout.rstrip().endswith("no torch")
+        assert stdout.rstrip().endswith("no torch")
 
 
 # ----------------------------------------------------------------------------- run's device check

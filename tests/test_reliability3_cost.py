@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from rsqair_bench.runner.bench_file import MIN_RATE, read_bench_file
 from rsqair_bench.runner.cost_model import rates_for
 from rsqair_bench.runner.run import run_suite
 from rsqair_bench.runner.suite import validate_suite
-from tests.cli_checks import assert_one_line, run_cli
+from tests.cli_checks import assert_one_line, dry_run_without_torch, run_cli
 from tests.test_cost import _bench_file, _cost_block, _suite_doc, _write_suite
 from tests.test_runner import FAKES
 
@@ -209,13 +207,9 @@ def test_T20_default_dry_run_never_measures_and_uses_the_closest_committed_file(
 
 
 def test_T20_the_study_dry_run_trains_nothing_and_loads_no_torch() -> None:
-    code = ("import sys; from rsqair_bench.cli import main; "
-            "rc = main(['run', 'suites/study.yaml', '--dry-run']); "
-            "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "throughput from file: results/bench/" in done.stdout and "another architecture" in done.stdout
-    assert done.stdout.rstrip().endswith("no torch")
+    stdout = dry_run_without_torch("suites/study.yaml")
+    assert "throughput from file: results/bench/" in stdout and "another architecture" in stdout
+    assert stdout.rstrip().endswith("no torch")
 
 
 def test_T20_measure_on_a_machine_without_the_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
