@@ -6,8 +6,9 @@ Two things, per job and for the whole suite:
   training/loop.py can stop a job (early stopping, `earliest_stop`) to `train.max_iterations`, plus the
   `train.max_minutes` time cap when one is set;
 - the wall time those iterations take on the suite's device, from a throughput figure: a
-  `bench --json` file (`--throughput FILE`, else the best match among the committed
-  results/bench/*.json), an assumed rate (`--throughput IT_PER_S`), or, when no figure fits, a few
+  `bench --json` file (`--throughput FILE`, else the best match of the suite's precision among the
+  committed results/bench/*.json; a file holds one figure per precision and mode it measured), an
+  assumed rate (`--throughput IT_PER_S`), or, when no figure fits, a few
   training steps measured here at the suite's setting. Every figure printed says which of these it
   came from; all are estimates, never a measurement of the run itself.
 
@@ -55,8 +56,11 @@ EVAL_PER_TRAIN_SEQUENCES = 2.5
 # architecture changes the step's cost by an unknown factor, so a committed file that differs in one
 # of these is not used (a measurement is made instead); an explicit --throughput file is used anyway.
 ARCHITECTURE = ("n_hidden", "glimpse_size", "max_objects", "z_what")
-# How much each other setting counts when choosing among committed files of the right architecture.
-MATCH_WEIGHTS = {"compile": 4, "batch": 3, "particles": 3, "threads": 1, "optimizer": 1}
+# How much each other setting counts when choosing among committed files of the right architecture. A
+# committed figure must also have the suite's precision (bf16's gain over fp32 depends on the step's size and
+# on the device's bf16 instructions, from none to several-fold: no factor converts one into the other); in a
+# file given with --throughput, precision outweighs all the other settings together.
+MATCH_WEIGHTS = {"precision": 16, "compile": 4, "batch": 3, "particles": 3, "threads": 1, "optimizer": 1}
 MEASURE_WARMUP = 1  # untimed steps before timing (the first allocates, and compiles when compiled)
 MEASURE_STEPS = 2  # timed training steps of a dry-run measurement: enough for hours-scale estimates
 
@@ -133,8 +137,8 @@ class Figure:
     """A throughput figure and where it came from.
 
     `settings` holds the keys of a `bench --json` file's settings (batch, particles, frames,
-    n_hidden, glimpse_size, max_objects, z_what, compile, optimizer) and `threads`; the rates are per
-    model at those settings.
+    n_hidden, glimpse_size, max_objects, z_what, optimizer), `threads`, and the variant's `precision`
+    and `compile`; the rates are per model at those settings.
     """
 
     kind: str  # "from file" | "measured" | "assumed"
@@ -162,7 +166,7 @@ def run_settings(suite: SuiteConfig, workers: int, threads: int | None = None) -
     return {
         "batch": tr.batch_size, "particles": tr.particles, "frames": tr.curriculum_max,
         "n_hidden": mc.n_hidden, "glimpse_size": mc.glimpse_size, "max_objects": mc.max_objects,
-        "z_what": mc.z_what, "compile": mc.compile, "optimizer": tr.optimizer,
+        "z_what": mc.z_what, "compile": mc.compile, "optimizer": tr.optimizer, "precision": mc.precision,
         "threads": threads if threads is not None else job_threads(suite, workers),
     }
 
@@ -192,21 +196,37 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def read_bench_file(path: Path) -> Figure:
-    """A `bench --json` file as a Figure; a file that is not one is a one-line ConfigError."""
+def read_bench_figures(path: Path) -> list[Figure]:
+    """Every training variant of a `bench --json` file, one Figure per precision and mode (its rows'
+    `precision` and `compiled`; a file written before bench measured bf16 has neither: fp32, and the
+    mode of its settings' `compile`). A file that is not one is a one-line ConfigError."""
     try:
         doc = json.loads(Path(path).read_text())
-        settings = dict(doc["settings"]) | {"threads": doc.get("threads")}
-        train = {m["model"]: float(m["train_iterations_per_s"]) for m in doc["models"]}
-        evals = {m["model"]: float(m["eval_sequences_per_s"]) for m in doc["models"]}
+        settings = {k: v for k, v in doc["settings"].items() if k not in ("precisions", "modes")}
+        settings["threads"] = doc.get("threads")
+        groups: dict[tuple[str, bool], tuple[dict[str, float], dict[str, float]]] = {}
+        for m in doc["models"]:
+            train, evals = groups.setdefault((str(m.get("precision", "fp32")), bool(m.get("compiled", settings.get("compile")))),
+                                             ({}, {}))
+            train[m["model"]], evals[m["model"]] = float(m["train_iterations_per_s"]), float(m["eval_sequences_per_s"])
         device = str(doc["device"])
     except OSError as err:
         raise ConfigError(f"--throughput {path}: cannot read it ({err.strerror or err})") from None
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ConfigError(f"--throughput {path}: not a `bench --json` file ({type(err).__name__}: {err})") from None
-    if not train or not all(v > 0 for v in [*train.values(), *evals.values()]):
+    rates = [v for train, evals in groups.values() for v in [*train.values(), *evals.values()]]
+    if not groups or not all(v > 0 for v in rates):
         raise ConfigError(f"--throughput {path}: expected positive rates for at least one model")
-    return Figure("from file", str(path), device, "cuda" if device.startswith("cuda") else "cpu", settings, train, evals)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return [Figure("from file", str(path), device, kind, settings | {"precision": precision, "compile": compiled}, train, evals)
+            for (precision, compiled), (train, evals) in groups.items()]
+
+
+def read_bench_file(path: Path, run: dict[str, Any] | None = None) -> Figure:
+    """The figure of a `bench --json` file that matches `run` best (MATCH_WEIGHTS; ties to the file's first
+    variant), or its first variant without a run."""
+    figures = read_bench_figures(path)
+    return figures[0] if run is None else max(figures, key=lambda f: _match_score(f, run))
 
 
 def _match_score(figure: Figure, run: dict[str, Any]) -> int:
@@ -214,22 +234,25 @@ def _match_score(figure: Figure, run: dict[str, Any]) -> int:
 
 
 def best_committed_file(bench_dir: Path, device_kind: str, run: dict[str, Any]) -> Figure | None:
-    """The committed bench file for `device_kind` with the suite's architecture that matches the run best.
+    """The committed figure for `device_kind` with the suite's architecture and precision that matches the
+    run best: one variant (precision x mode) of one file.
 
-    Ties go to the first file by name, so the choice does not depend on the directory's order."""
+    Ties go to the first file by name, then the file's first variant, so the choice does not depend on the
+    directory's order."""
     best: tuple[int, Figure] | None = None
     for path in sorted(Path(bench_dir).glob("*.json")) if Path(bench_dir).is_dir() else []:
         try:
-            figure = read_bench_file(path)
+            figures = read_bench_figures(path)
         except ConfigError:
             continue  # not a bench file: not a candidate
-        if figure.device_kind != device_kind:
-            continue
-        if any(figure.settings.get(k) != run[k] for k in ARCHITECTURE if figure.settings.get(k) is not None):
-            continue
-        score = _match_score(figure, run)
-        if best is None or score > best[0]:
-            best = (score, figure)
+        for figure in figures:
+            if figure.device_kind != device_kind or figure.settings["precision"] != run.get("precision", "fp32"):
+                continue
+            if any(figure.settings.get(k) != run[k] for k in ARCHITECTURE if figure.settings.get(k) is not None):
+                continue
+            score = _match_score(figure, run)
+            if best is None or score > best[0]:
+                best = (score, figure)
     return None if best is None else best[1]
 
 
@@ -270,7 +293,7 @@ def measure_throughput(suite: SuiteConfig, device_name: str, run: dict[str, Any]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    step = make_train_step(model, optimizer, update, x, tr.particles, sample_gen)
+    step = make_train_step(model, optimizer, update, x, tr.particles, sample_gen, config.precision)
 
     old_threads = torch.get_num_threads()
     if device.type == "cpu":
@@ -293,7 +316,7 @@ def measure_throughput(suite: SuiteConfig, device_name: str, run: dict[str, Any]
         description = device_description(device)
     finally:
         torch.set_num_threads(old_threads)
-    how = (f"{MEASURE_STEPS} eager training steps of {model_name} here after {MEASURE_WARMUP} warm-up, "
+    how = (f"{MEASURE_STEPS} eager training steps of {model_name} here, {config.precision}, after {MEASURE_WARMUP} warm-up, "
            f"{tr.batch_size} sequences of {tr.curriculum_max} frames (whatever else runs here slows them too)")
     return Figure("measured", how, description, device.type, settings, {model_name: 1.0 / step_seconds},
                   {model_name: tr.batch_size / eval_seconds})
@@ -338,7 +361,7 @@ def choose_figure(suite: SuiteConfig, workers: int, throughput: str | None, devi
         try:
             rate = float(throughput)
         except ValueError:
-            figure = read_bench_file(Path(throughput))
+            figure = read_bench_file(Path(throughput), run)
         else:
             if not rate > 0:
                 raise ConfigError(f"--throughput: expected a bench --json file or a positive it/s, found {throughput!r}")
