@@ -15,7 +15,10 @@ Warm-up iterations (and, compiled, the compilation they trigger, reported as `co
 excluded; on CUDA every timing synchronises and uses CUDA events. Inputs are synthetic sparse binary
 frames of the cropped size: throughput depends on shapes, not on content. The results record what the
 device offers for bf16 (core.precision.bf16_hardware): on a CPU without native bf16 instructions bf16
-runs, converted to fp32 around each matmul, and is not faster.
+runs, emulated through fp32, and is not faster.
+Bounding the work (a timed session on a borrowed GPU): `--iterations` timed steps per row, `--warmup`,
+`--compiled-models` (compile only some models: each compile takes minutes), `--data-sequences 0`. A row
+that raises is listed under `failed` and the others still run; `--json` is rewritten after every row.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch
 
 from rsqair_bench.config import ModelConfig, SuiteConfig, TrainConfig, load_config
 from rsqair_bench.core.device import device_description, peak_memory_mb, resolve_device
-from rsqair_bench.core.io import atomic_write_text
+from rsqair_bench.core.io import atomic_write_text, check_writable_dir
 from rsqair_bench.core.precision import PRECISIONS, autocast, bf16_hardware
 
 MODES = ("eager", "compiled")  # a training variant's mode: model_config.compile false / true
@@ -333,7 +336,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _configure(args: argparse.Namespace) -> tuple[ModelConfig, str, list[str], TrainConfig]:
     """(model config, device setting, models, train config) from --suite / --model / --all and the overrides."""
     from rsqair_bench.errors import ConfigError
-    from rsqair_bench.registry import load_plugins, model_names
+    from rsqair_bench.registry import load_plugins, model_names, parse_model_name
 
     config, device_setting, models, train_config = ModelConfig(), "auto", args.model or [], TrainConfig()
     if args.suite:
@@ -347,6 +350,8 @@ def _configure(args: argparse.Namespace) -> tuple[ModelConfig, str, list[str], T
     if args.all:
         models = model_names()
     models = models or ["sqair"]
+    for model in models:
+        parse_model_name(model)  # an unknown name is one line before anything is measured
     for value, name in ((args.batch, "--batch"), (args.particles, "--particles"), (args.frames, "--frames"),
                         (args.iterations, "--iterations"), (args.max_objects, "--model-max-objects"),
                         (args.n_hidden, "--n-hidden"), (args.glimpse_size, "--glimpse-size"), (args.threads, "--threads")):
@@ -381,17 +386,15 @@ def variants(args: argparse.Namespace, config: ModelConfig, models: list[str]) -
 
 def command(args: argparse.Namespace) -> int:
     config, device_setting, models, train_config = _configure(args)
-    rows_to_measure = variants(args, config, models)
+    planned = variants(args, config, models)
+    if args.json_path:
+        check_writable_dir(Path(args.json_path).parent, "bench --json")  # before minutes of measuring
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = BenchSettings(args.batch, args.particles, args.frames, args.iterations, max(args.warmup, 1))
     device = resolve_device(args.device or device_setting)
     data = bench_data_generation(args.data_sequences) if args.data_sequences > 0 else None
-    peaks = {p: matmul_peak(device, dtype=DTYPES[p]) for p in dict.fromkeys(["fp32", *(r[2] for r in rows_to_measure)])}
-    facts = {name: model_facts(name, config, settings, device) for name in models if any(r[0] == name for r in rows_to_measure)}
-    rows = [bench_model(name, replace(config, compile=compiled, precision=precision), settings, device, facts[name],
-                        peaks[precision], train_config=train_config)
-            for name, compiled, precision in rows_to_measure]
+    peaks = {p: matmul_peak(device, dtype=DTYPES[p]) for p in dict.fromkeys(["fp32", *(v[2] for v in planned)])}
     result = {
         "device": device_description(device),
         "torch_version": torch.__version__,
@@ -402,16 +405,47 @@ def command(args: argparse.Namespace) -> int:
         "settings": asdict(settings) | {"max_objects": config.max_objects, "z_what": config.z_what,
                                         "n_hidden": config.n_hidden, "glimpse_size": config.glimpse_size,
                                         "optimizer": train_config.optimizer,
-                                        "precisions": sorted({r.precision for r in rows}, key=PRECISIONS.index),
-                                        "modes": [m for m in MODES if any(r.compiled == (m == "compiled") for r in rows)]},
-        "models": [asdict(r) for r in rows],
+                                        "precisions": list(dict.fromkeys(v[2] for v in planned)),
+                                        "modes": [m for m in MODES if any(v[1] == (m == "compiled") for v in planned)]},
+        "models": [],
+        "failed": [],  # rows that raised: model, precision, compiled and the error's first line
         "data_generation": data,
     }
+    rows = _measure(planned, config, settings, device, peaks, train_config, result, args.json_path)
     _print_result(result, rows)
     if args.json_path:
-        atomic_write_text(Path(args.json_path), json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json_path}")
-    return 0
+    return 1 if result["failed"] else 0
+
+
+def _measure(planned: list[tuple[str, bool, str]], config: ModelConfig, settings: BenchSettings, device: torch.device,
+             peaks: dict[str, float], train_config: TrainConfig, result: dict[str, Any],
+             json_path: str | None) -> list[ModelBench]:
+    """Every planned row, one line each as it is measured; `result` (and the --json file, rewritten after
+    each row) collects them. A row that raises is recorded in `failed` and the others still run: a run on a
+    borrowed GPU keeps what it measured, also when a compile fails or the machine is taken back mid-way."""
+    facts: dict[str, ModelFacts] = {}
+    rows: list[ModelBench] = []
+    for name, compiled, precision in planned:
+        variant = f"{name} {precision} {'compiled' if compiled else 'eager'}"
+        try:
+            if name not in facts:
+                facts[name] = model_facts(name, config, settings, device)
+            row = bench_model(name, replace(config, compile=compiled, precision=precision), settings, device,
+                              facts[name], peaks[precision], train_config=train_config)
+        except Exception as err:  # noqa: BLE001 - inductor, CUDA and OOM errors alike: record, go on
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            logging.getLogger(__name__).error("bench %s failed: %s: %s", variant, type(err).__name__, first)
+            result["failed"].append({"model": name, "precision": precision, "compiled": compiled,
+                                     "error": f"{type(err).__name__}: {first}"})
+        else:
+            rows.append(row)
+            result["models"].append(asdict(row))
+            compile_note = "" if row.compile_seconds is None else f", compile {row.compile_seconds:.1f} s"
+            print(f"measured {variant}: {row.train_iterations_per_s:.3f} it/s{compile_note}", flush=True)
+        if json_path:
+            atomic_write_text(Path(json_path), json.dumps(result, indent=2) + "\n")
+    return rows
 
 
 def _print_result(result: dict[str, Any], rows: list[ModelBench]) -> None:
@@ -420,6 +454,9 @@ def _print_result(result: dict[str, Any], rows: list[ModelBench]) -> None:
           f"matmul peak GFLOP/s: {peaks}; bf16 hardware: {result['bf16_hardware']}")
     print(f"settings: {result['settings']}")
     print(format_table(rows))
+    for failed in result["failed"]:
+        print(f"FAILED {failed['model']} {failed['precision']} {'compiled' if failed['compiled'] else 'eager'}: "
+              f"{failed['error']}")
     data = result["data_generation"]
     if data:
         print(f"data generation: {data['sequences_per_s']:.1f} sequences/s ({data['balls']} balls, "
