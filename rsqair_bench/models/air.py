@@ -79,8 +79,14 @@ def sample_bernoulli(logits: Tensor, generator: torch.Generator | None) -> Tenso
 
 
 def bernoulli_from_uniform(logits: Tensor, uniform: Tensor) -> Tensor:
-    """A Bernoulli(sigmoid(logits)) draw from pre-drawn U(0, 1) noise (same shape)."""
-    return (uniform < torch.sigmoid(logits)).to(logits.dtype)
+    """A Bernoulli(sigmoid(logits)) draw from pre-drawn U(0, 1) noise (same shape).
+
+    The probability is computed in float32 (`full_precision`) whatever autocast left the logits in: in
+    bf16, sigmoid's values near 1 are 2^-8 apart: every logit above 6.24 would give probability 1.0 (an
+    object could never vanish) and below it the chance to vanish is rounded (0.39% instead of 0.25% at
+    logit 6), unlike the float32 one that `bernoulli_log_prob` scores."""
+    probability = torch.sigmoid(full_precision(logits))
+    return (uniform < probability).to(probability.dtype)
 
 
 def init_bias(linear: nn.Module, value: float | list[float]) -> None:
