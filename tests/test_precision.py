@@ -33,7 +33,7 @@ from rsqair_bench.core import precision
 from rsqair_bench.errors import ConfigError
 from rsqair_bench.metrics_schema import read_metrics
 from rsqair_bench.registry import build_model, model_names
-from rsqair_bench.runner import bench, cost
+from rsqair_bench.runner import bench, throughput
 from rsqair_bench.runner.suite import Job, validate_suite
 from rsqair_bench.training import loop as train
 from rsqair_bench.training.state import BEST, LATEST
@@ -372,7 +372,9 @@ def _bench_doc(rows: list[tuple[str, bool, float]], **extra: Any) -> dict[str, A
 
 def _suite(tmp_path: Path, chosen: str) -> SuiteConfig:
     doc = {"name": "p", "models": ["sqair"], "seeds": [0], "model_config": {"precision": chosen}, "device": "cpu",
-           "data": {"balls4": {"path": str(tmp_path / "b.h5"), "frames": 12, "splits": {"training": 320, "validation": 40}}},
+           "data": {"balls4": {"path": str(tmp_path / "b.h5"), "frames": 12,
+                               "splits": {"training": 320, "validation": 40, "test": 40}}},
+           "eval": {"samples": 1, "particles": 5, "splits": {"balls4/test": {"data": "balls4", "max_objects": 4, "frames": 5}}},
            "train": {"curriculum_max": 5, "torch_threads": 1}, "results": str(tmp_path / "results")}
     path = tmp_path / f"suite-{chosen}.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -388,7 +390,7 @@ def test_dry_run_takes_the_bench_figure_of_the_suites_precision(tmp_path: Path) 
     (files / "b-old.json").write_text(json.dumps(old))
     for chosen, rate in (("fp32", 1.0), ("bf16", 3.0)):
         suite = _suite(tmp_path, chosen)
-        figure = cost.choose_figure(suite, 1, None, "cpu", bench_dir=files, can_measure=False)
+        figure = throughput.choose_figure(suite, 1, None, "cpu", bench_dir=files, can_measure=False)
         assert (figure.settings["precision"], figure.train_iterations_per_s["sqair"]) == (chosen, rate)
         assert figure.differences == []
     only_fp32 = tmp_path / "only-fp32"
@@ -396,12 +398,27 @@ def test_dry_run_takes_the_bench_figure_of_the_suites_precision(tmp_path: Path) 
     (only_fp32 / "b-old.json").write_text(json.dumps(old))
     bf16_suite = _suite(tmp_path, "bf16")
     # no committed figure of the suite's precision: none is used (a measurement would be made)
-    assert cost.choose_figure(bf16_suite, 1, None, "cpu", bench_dir=only_fp32, can_measure=False) is None
+    assert throughput.choose_figure(bf16_suite, 1, None, "cpu", bench_dir=only_fp32, can_measure=False) is None
     # a file given with --throughput is used anyway, and the line says how it differs
-    given = cost.choose_figure(bf16_suite, 1, str(only_fp32 / "b-old.json"), "cpu", bench_dir=only_fp32)
+    given = throughput.choose_figure(bf16_suite, 1, str(only_fp32 / "b-old.json"), "cpu", bench_dir=only_fp32)
     assert given.train_iterations_per_s["sqair"] == 2.0 and given.differences == ["precision fp32 (run: bf16; not scaled)"]
-    both = cost.choose_figure(bf16_suite, 1, str(files / "a-both.json"), "cpu", bench_dir=only_fp32)
+    both = throughput.choose_figure(bf16_suite, 1, str(files / "a-both.json"), "cpu", bench_dir=only_fp32)
     assert both.train_iterations_per_s["sqair"] == 3.0  # the file's bf16 variant
+
+
+@pytest.mark.parametrize("row,message", [
+    ({"precision": "fp16"}, "models[0].precision: expected one of fp32, bf16, found str 'fp16'"),
+    ({"precision": ["bf16"]}, "models[0].precision: expected one of fp32, bf16, found list ['bf16']"),
+    ({"compiled": "yes"}, "models[0].compiled: expected true or false, found str 'yes'"),
+])
+def test_a_bench_file_with_a_bad_variant_is_one_line(tmp_path: Path, row: dict[str, Any], message: str) -> None:
+    doc = _bench_doc([("fp32", False, 1.0)])
+    doc["models"][0] |= row
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError) as err:
+        throughput.choose_figure(_suite(tmp_path, "fp32"), 1, str(path), "cpu", bench_dir=tmp_path)
+    assert str(err.value) == f"--throughput {path}: {message}"
 
 
 def test_dry_run_measurement_runs_at_the_suites_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -411,7 +428,7 @@ def test_dry_run_measurement_runs_at_the_suites_precision(tmp_path: Path, monkey
     suite = _suite(tmp_path, "bf16")
     suite = dataclasses.replace(suite, model_config=dataclasses.replace(TINY, precision="bf16"),
                                 train=dataclasses.replace(suite.train, batch_size=2, particles=2))
-    figure = cost.choose_figure(suite, 1, None, "cpu", bench_dir=tmp_path / "none")
+    figure = throughput.choose_figure(suite, 1, throughput.MEASURE, "cpu", bench_dir=tmp_path / "none")
     assert figure.kind == "measured" and figure.settings["precision"] == "bf16" and seen == [("bf16",)]
     assert ", bf16, " in figure.source
 
