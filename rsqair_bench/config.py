@@ -55,6 +55,7 @@ class ModelConfig:
     disc_box_centre: Literal["head", "residual_peak"] = "head"  # sqair ref: head; residual_peak: ours, docs/sqair.md
     vimco: Literal["vimco", "sqair_tf"] = "vimco"  # VIMCO learning signal; sqair_tf = sqair ref targets.py
     compile: bool = False  # ours: torch.compile each posterior frame and the optimizer update (CUDA: with CUDA graphs)
+    precision: Literal["fp32", "bf16"] = "fp32"  # ours: bf16 autocasts the training forward; docs/sqair.md, "Precision"
     relation_options: dict[str, Any] = field(default_factory=dict)  # kwargs for the relation's constructor
 
 
@@ -589,6 +590,7 @@ def check_model_config(cfg: ModelConfig, where: str = "") -> None:
         ("disc_box_centre", cfg.disc_box_centre == "head" or cfg.disc_input == "residual",
          "'head' unless disc_input is 'residual' (the peak is searched in the residual)"),
         ("image_size", 1 <= cfg.image_size <= 4096, "between 1 and 4096 (pixels)"),
+        ("precision", cfg.precision in ("fp32", "bf16"), "'fp32' or 'bf16'"),
     ])
     _raise_first(where, "model_config", cfg, _size_check(cfg))  # after the ranges: its inputs are then >= 1
 

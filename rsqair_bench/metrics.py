@@ -40,13 +40,14 @@ class TrainStats:
     compiled: bool | None = None  # the training steps ran compiled
     compile_fallback: str | None = None  # why they ran eager although compile was set (compiler.compiler_problem)
     compile_seconds: float | None = None  # the last (resumed) run's first compiled step, compilation included
+    precision: str | None = None  # model_config.precision of the training steps; absent: fp32 (written before it existed)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainStats)]
-OPTIONAL_TRAIN_KEYS = ("compiled", "compile_fallback", "compile_seconds")  # added later: not required when writing
+OPTIONAL_TRAIN_KEYS = ("compiled", "compile_fallback", "compile_seconds", "precision")  # added later: not required when writing
 TOP_KEYS = ["model", "paper_name", "seed", "suite", "config_hash", "checkpoint_iteration", "parameters",
             "device", "torch_version", "train"]
 SPLIT_KEYS = ["data", "split", "max_objects", "frames", "sequences", "samples", "data_ll", "relational_ll",
@@ -217,3 +218,9 @@ def by_model(runs: list[dict]) -> dict[str, list[dict]]:
 
 def label(model: str, runs: list[dict]) -> str:
     return runs[0].get("paper_name") or model
+
+
+def train_precisions(runs: list[dict]) -> str:
+    """The training precisions of `runs` (`train.precision`), comma-separated; a file without the field
+    counts as fp32: it was written before `model_config.precision` existed, when every run was fp32."""
+    return ", ".join(sorted({str((r.get("train") or {}).get("precision") or "fp32") for r in runs}))

@@ -125,7 +125,7 @@ def check_metrics(metrics: Any, path: Path) -> None:
                 if (block, key) == ("train", "compiled"):  # TrainStats: the one flag of the block
                     if value is not None and not isinstance(value, bool):
                         c.fail(f"{block}.{key}", "true, false or null", value)
-                elif (block, key) == ("train", "compile_fallback"):  # TrainStats: the one text of the block
+                elif block == "train" and key in ("compile_fallback", "precision"):  # TrainStats: its texts
                     c.text(value, f"{block}.{key}")
                 else:
                     c.number(value, f"{block}.{key}")

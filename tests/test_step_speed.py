@@ -736,7 +736,8 @@ def test_bench_cli_prints_and_writes_op_calls_flop_and_utilisation(tmp_path, mon
     """`python -m rsqair_bench bench --model sqair --json b.json` at tiny settings (in process, as
     cli.main; one thread, so a busy machine cannot stall it; two slots, so the profiler has fewer
     events to parse) prints the operator calls, FLOP per step
-    and utilisation columns and writes them to the JSON."""
+    and utilisation columns and writes them to the JSON, for fp32 and bf16 (the default), each against
+    the matmul peak of its own precision."""
     import json
 
     from rsqair_bench import cli
@@ -744,7 +745,7 @@ def test_bench_cli_prints_and_writes_op_calls_flop_and_utilisation(tmp_path, mon
 
     monkeypatch.chdir(tmp_path)
     full_peak = bench.matmul_peak  # the same measurement on a 512^2 matmul: ~2 s less on 2 cores
-    monkeypatch.setattr(bench, "matmul_peak", lambda device: full_peak(device, size=512))
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, dtype=torch.float32: full_peak(device, size=512, dtype=dtype))
     threads = torch.get_num_threads()
     try:
         rc = cli.main(["-v", "WARNING", "bench", "--model", "sqair", "--json", "b.json", "--batch", "2",
@@ -755,21 +756,28 @@ def test_bench_cli_prints_and_writes_op_calls_flop_and_utilisation(tmp_path, mon
     printed = capsys.readouterr().out
     assert rc == 0
     header = next(line for line in printed.splitlines() if line.startswith("| model"))
-    for column in ("ops/step", "GFLOP/step", "GFLOP/s", "of matmul peak", "compile s"):
+    for column in ("precision", "mode", "ops/step", "GFLOP/step", "GFLOP/s", "of matmul peak", "compile s"):
         assert column in header, (column, header)
-    assert "fp32 matmul peak" in printed and "wrote b.json" in printed
+    assert "matmul peak GFLOP/s: fp32 " in printed and ", bf16 " in printed and "wrote b.json" in printed
     result = json.loads((tmp_path / "b.json").read_text())
     assert (result["settings"]["n_hidden"], result["settings"]["glimpse_size"], result["settings"]["max_objects"]) == (16, 4, 2)
-    assert result["matmul_peak_flop_per_s"] > 0
-    (row,) = result["models"]
-    assert row["model"] == "sqair"
-    assert isinstance(row["op_calls_per_step"], int) and row["op_calls_per_step"] > 1000
-    assert row["flop_per_step"] > 0 and row["achieved_flop_per_s"] > 0
-    assert 0 < row["utilisation"] <= 1
-    assert row["utilisation"] == pytest.approx(row["achieved_flop_per_s"] / row["matmul_peak_flop_per_s"])
-    assert row["compile_seconds"] is None  # not compiled
-    table_row = next(line for line in printed.splitlines() if line.startswith("| sqair"))
-    assert str(row["op_calls_per_step"]) in table_row
+    assert (result["settings"]["precisions"], result["settings"]["modes"]) == (["fp32", "bf16"], ["eager"])
+    peaks = result["matmul_peaks_flop_per_s"]
+    assert result["matmul_peak_flop_per_s"] == peaks["fp32"] > 0 and peaks["bf16"] > 0
+    assert isinstance(result["bf16_hardware"]["native"], bool)  # Linux: /proc/cpuinfo was read
+    fp32, bf16 = result["models"]
+    variants = [(r["model"], r["precision"], r["compiled"]) for r in (fp32, bf16)]
+    assert variants == [("sqair", "fp32", False), ("sqair", "bf16", False)]
+    for row in (fp32, bf16):
+        assert isinstance(row["op_calls_per_step"], int) and row["op_calls_per_step"] > 1000
+        assert row["flop_per_step"] > 0 and row["achieved_flop_per_s"] > 0
+        assert row["matmul_peak_flop_per_s"] == peaks[row["precision"]]
+        assert 0 < row["utilisation"] <= 1
+        assert row["utilisation"] == pytest.approx(row["achieved_flop_per_s"] / row["matmul_peak_flop_per_s"])
+        assert row["compile_seconds"] is None  # not compiled
+    assert bf16["op_calls_per_step"] > fp32["op_calls_per_step"]  # autocast's casts are operator calls too
+    table_rows = [line for line in printed.splitlines() if line.startswith("| sqair")]
+    assert [str(r["op_calls_per_step"]) in line for r, line in zip((fp32, bf16), table_rows)] == [True, True]
 
 
 def test_unfuse_bias_addmm_pass_rewrites_addmm_and_keeps_the_values():

@@ -8,7 +8,8 @@ This file imports `rsqair_bench` from the tree it is given, so one script times 
 
 Settings (issue 10): `cpu` = hidden 64, glimpse 10, batch 16; `paper` = hidden 256, glimpse 20, batch 32;
 both 5 particles, 10 frames, 4 slots, Adam, 1 thread unless --threads; --set changes a string field of
-model_config (e.g. disc_input=residual). With --compile, a tree that
+model_config (e.g. disc_input=residual; precision=bf16 autocasts the forward as training does, in a tree
+that has `core.precision`). With --compile, a tree that
 has `train.optimizer_update` compiles the optimizer update as training does; older trees update eagerly.
 Prints one JSON line: median and min seconds per step over --steps timed steps (after 2 warm-up steps;
 the first one, compilation included with --compile, is reported as first_step_s) and profiler events
@@ -67,9 +68,17 @@ def main() -> None:
         update = optimizer_update(optimizer, args.compile)
     generator = torch.Generator().manual_seed(0)
     x = (torch.rand(batch, 10, 1, 50, 50, generator=generator) > 0.92).float()
+    try:  # trees with model_config.precision run the forward under its autocast, as training does
+        from rsqair_bench.core.precision import autocast
+    except ImportError:
+        import contextlib
+
+        def autocast(precision: str, device: object) -> contextlib.nullcontext:  # type: ignore[misc]
+            return contextlib.nullcontext()
 
     def step() -> None:
-        out = model(x, 5, generator)
+        with autocast(getattr(config, "precision", "fp32"), x.device):
+            out = model(x, 5, generator)
         optimizer.zero_grad()
         out.loss.backward()
         update()

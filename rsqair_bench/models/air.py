@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rsqair_bench.core.precision import full_precision
 from rsqair_bench.models.stn import extract_glimpses, render_sum, transform_where
 
 # A presence logit this low means "absent with probability 1" (sqair ref: StepsPredictor masks with -88).
@@ -40,8 +41,10 @@ def mlp(n_in: int, hiddens: list[int], n_out: int | None = None) -> nn.Sequentia
 
 
 def softplus_scale(raw: Tensor) -> Tensor:
-    """Positive std as in the reference: softplus + 0.01."""
-    return F.softplus(raw) + 0.01
+    """Positive std as in the reference: softplus + 0.01. In float32 under bf16 autocast (full_precision):
+    every log-density and sample reads the std, and bf16's rounding (8 significant bits) would carry into
+    all of them."""
+    return F.softplus(full_precision(raw)) + 0.01
 
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -51,15 +54,17 @@ def normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
     """log N(x; loc, scale) summed over the last dimension.
 
     Written out rather than through `torch.distributions.Normal`, whose construction and
-    argument broadcasting cost more operator calls than the density itself.
+    argument broadcasting cost more operator calls than the density itself. Computed in float32
+    whatever autocast made of its inputs (`full_precision`; docs/sqair.md, "Precision").
     """
+    x, loc, scale = full_precision(x), full_precision(loc), full_precision(scale)
     z = (x - loc) / scale
     return (-0.5 * z * z - scale.log()).sum(-1) - _HALF_LOG_2PI * x.shape[-1]
 
 
 def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
-    """log Bernoulli(x; sigmoid(logits)), elementwise, stable for masked (-88) logits."""
-    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    """log Bernoulli(x; sigmoid(logits)), elementwise, stable for masked (-88) logits; float32 under autocast."""
+    return -F.binary_cross_entropy_with_logits(full_precision(logits), full_precision(x), reduction="none")
 
 
 def sample_normal(loc: Tensor, scale: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -74,8 +79,14 @@ def sample_bernoulli(logits: Tensor, generator: torch.Generator | None) -> Tenso
 
 
 def bernoulli_from_uniform(logits: Tensor, uniform: Tensor) -> Tensor:
-    """A Bernoulli(sigmoid(logits)) draw from pre-drawn U(0, 1) noise (same shape)."""
-    return (uniform < torch.sigmoid(logits)).to(logits.dtype)
+    """A Bernoulli(sigmoid(logits)) draw from pre-drawn U(0, 1) noise (same shape).
+
+    The probability is computed in float32 (`full_precision`) whatever autocast left the logits in: in
+    bf16, sigmoid's values near 1 are 2^-8 apart: every logit above 6.24 would give probability 1.0 (an
+    object could never vanish) and below it the chance to vanish is rounded (0.39% instead of 0.25% at
+    logit 6), unlike the float32 one that `bernoulli_log_prob` scores."""
+    probability = torch.sigmoid(full_precision(logits))
+    return (uniform < probability).to(probability.dtype)
 
 
 def init_bias(linear: nn.Module, value: float | list[float]) -> None:

@@ -25,6 +25,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from rsqair_bench.core.precision import full_precision
+
 Variant = Literal["vimco", "sqair_tf"]
 
 
@@ -87,7 +89,13 @@ def vimco_surrogate(log_weights: Tensor, log_q_discrete: Tensor, variant: Varian
 
 
 def sqair_loss(log_weights: Tensor, log_q_discrete: Tensor, variant: Variant = "vimco") -> tuple[Tensor, Tensor]:
-    """Training loss (scalar, value = -mean IWAE bound) and the detached bound per example [B]."""
+    """Training loss (scalar, value = -mean IWAE bound) and the detached bound per example [B].
+
+    The bound, the leave-one-out baselines and the surrogate are computed in float32 at least, whatever
+    dtype autocast left the weights in (model_config.precision; docs/sqair.md, "Precision"): logsumexp
+    over particles and the VIMCO learning signal L - L_{-j} subtract nearly equal numbers of hundreds of
+    nats, which bf16 (8 significant bits) would round to zero."""
+    log_weights, log_q_discrete = full_precision(log_weights), full_precision(log_q_discrete)
     surrogate = vimco_surrogate(log_weights, log_q_discrete, variant=variant)  # [B]
     loss = -surrogate.mean()
     return loss, iwae_bound(log_weights.detach())

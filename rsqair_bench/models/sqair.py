@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsqair_bench.config import ModelConfig
+from rsqair_bench.core.precision import full_precision
 from rsqair_bench.models.air import (
     GlimpseDecoder,
     GlimpseEncoder,
@@ -486,9 +487,9 @@ class SQAIR(nn.Module):
                           prior_what_loc=what_loc, prior_what_scale=what_scale)
 
     def pixel_log_likelihood(self, x: Tensor, frames: Tensor) -> Tensor:
-        """Per-pixel log N(x; frames, output_std^2), same shape as x."""
+        """Per-pixel log N(x; frames, output_std^2), same shape as x; float32 under bf16 autocast."""
         std = self.config.output_std
-        z = (x - frames) / std
+        z = (full_precision(x) - full_precision(frames)) / std
         return -0.5 * z * z - math.log(std) - 0.5 * math.log(2.0 * math.pi)
 
     # ------------------------------------------------------------------ internals

@@ -175,6 +175,7 @@ def throughput_ratios(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]
             "model": metrics.label(model, by_a[model]),
             "train seq/s A": _num(train_a), "train seq/s B": _num(train_b), "train B/A": _ratio(train_b, train_a),
             "eval seq/s A": _num(eval_a), "eval seq/s B": _num(eval_b), "eval B/A": _ratio(eval_b, eval_a),
+            "precision A": metrics.train_precisions(by_a[model]), "precision B": metrics.train_precisions(by_b[model]),
             "device A": dev_a, "device B": dev_b,
         }
         sizes = _sizes(by_a[model]), _sizes(by_b[model])

@@ -18,6 +18,7 @@ from rsqair_bench.metrics import (
     label,
     ordered_models,
     ordered_splits,
+    train_precisions,
 )
 from rsqair_bench.report.textfmt import fixed, markdown_table
 
@@ -173,6 +174,7 @@ def throughput_table(runs: list[dict]) -> pd.DataFrame:
                 "eval peak MB": f"{max(eval_mem):.0f}" if eval_mem else MISSING,
                 "params total": MISSING if params.get("total") is None else f"{params['total']:,}",
                 "params relation": MISSING if params.get("relation") is None else f"{params['relation']:,}",
+                "precision": train_precisions(mruns),
                 "device": ", ".join(sorted({str(r.get("device", "?")) for r in mruns})),
                 "torch": ", ".join(sorted({str(r.get("torch_version", "?")) for r in mruns})),
             }

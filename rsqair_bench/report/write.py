@@ -13,7 +13,7 @@ is created. Writes RESULTS_DIR/report/:
   across seeds), and the number of seeds finished. A split some seeds lack says so
   ("(3/5 seeds)"); a split no seed has is "—". Nothing is averaged away silently.
 - per_seed.{md,csv}: each seed's means, and the spread of seed means per model.
-- throughput.{md,csv}: train/eval sequences/s, peak memory, parameters, device.
+- throughput.{md,csv}: train/eval sequences/s, peak memory, parameters, training precision, device.
 - figures/: fig4_ll (bars with error bars), training_curves, fig3_rollouts; PNG and PDF.
 """
 

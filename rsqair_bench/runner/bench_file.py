@@ -25,6 +25,7 @@ BENCH_FILE_LIMIT = 2**20  # bytes: a bench file is a few kilobytes
 MIN_RATE, MAX_RATE = 1e-6, 1e6
 MAX_SETTING = 10**9  # an integer setting (batch, frames, ...) above this is not a measurement
 INT_SETTINGS = ("batch", "particles", "frames", "max_objects", "n_hidden", "glimpse_size", "z_what")
+PRECISIONS = ("fp32", "bf16")  # a row's `precision` (config.ModelConfig.precision; core/precision.py imports torch)
 
 
 @dataclass
@@ -32,8 +33,8 @@ class Figure:
     """A throughput figure and where it came from.
 
     `settings` holds the keys of a `bench --json` file's settings (batch, particles, frames,
-    n_hidden, glimpse_size, max_objects, z_what, compile, optimizer) and `threads`; the rates are per
-    model at those settings.
+    n_hidden, glimpse_size, max_objects, z_what, optimizer), `threads`, and the training variant's
+    `precision` and `compile`; the rates are per model at those settings.
     """
 
     kind: str  # "from file" | "measured" | "assumed"
@@ -65,9 +66,13 @@ def rate_error(value: Any) -> str | None:
     return None
 
 
-def read_bench_file(path: Path) -> Figure:
-    """A `bench --json` file as a Figure; a file that is not one is a one-line ConfigError.
+def read_bench_figures(path: Path) -> list[Figure]:
+    """Every training variant of a `bench --json` file, one Figure per (precision, mode) of its rows, in the
+    file's order; a file that is not one is a one-line ConfigError.
 
+    Why per variant: bench measures fp32 and bf16, eager and compiled, side by side in one file, and bf16's
+    gain over fp32 ranges from none to several-fold with the step's size and the device. A file written
+    before bench measured bf16 has rows without `precision` and `compiled`: fp32, in its settings' mode.
     Read through `io.read_regular_file` (a FIFO or /dev/zero is refused at once, not read)."""
     from rsqair_bench.core.io import read_regular_file
 
@@ -81,11 +86,19 @@ def read_bench_file(path: Path) -> Figure:
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: not a `bench --json` file (expected a mapping, found {type(doc).__name__})")
     settings = _checked_settings(doc, where)
-    train, evals = _checked_models(doc, where)
+    groups = _checked_models(doc, where, settings.get("compile", False))
     device = doc.get("device")
     if not isinstance(device, str):
         raise ConfigError(f"{where}: not a `bench --json` file (device: expected a string, found {_found(device)})")
-    return Figure("from file", str(path), device, "cuda" if device.startswith("cuda") else "cpu", settings, train, evals)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return [Figure("from file", str(path), device, kind, settings | {"precision": precision, "compile": compiled},
+                   train, evals) for (precision, compiled), (train, evals) in groups.items()]
+
+
+def read_bench_file(path: Path) -> Figure:
+    """The first training variant of a `bench --json` file (`read_bench_figures`); the dry run picks among
+    all of them (runner/throughput.py `best_variant`)."""
+    return read_bench_figures(path)[0]
 
 
 def _found(value: Any) -> str:
@@ -112,24 +125,36 @@ def _checked_settings(doc: dict[str, Any], where: str) -> dict[str, Any]:
     threads = doc.get("threads")
     if threads is not None and not _positive_int(threads):
         raise ConfigError(f"{where}: threads: expected an integer >= 1 or null, found {_found(threads)}")
-    return dict(settings) | {"threads": threads}
+    # `precisions` and `modes` list what the file measured; each figure gets its own variant's instead
+    return {k: v for k, v in settings.items() if k not in ("precisions", "modes")} | {"threads": threads}
 
 
-def _checked_models(doc: dict[str, Any], where: str) -> tuple[dict[str, float], dict[str, float]]:
-    """Per model: training iterations/s and evaluation sequences/s, each a finite rate in range."""
+Rates = dict[str, float]
+
+
+def _checked_models(doc: dict[str, Any], where: str, compile_setting: bool) -> dict[tuple[str, bool], tuple[Rates, Rates]]:
+    """Per training variant (precision, compiled), per model: training iterations/s and evaluation
+    sequences/s, each a finite rate in range; a row without the variant's keys is fp32 in `compile_setting`'s mode."""
     models = doc.get("models")
     if not isinstance(models, list):
         raise ConfigError(f"{where}: not a `bench --json` file (models: expected a list, found {_found(models)})")
     if not models:
         raise ConfigError(f"{where}: models: expected positive rates for at least one model, found none")
-    train, evals = {}, {}
+    groups: dict[tuple[str, bool], tuple[Rates, Rates]] = {}
     for i, entry in enumerate(models):
         name = entry.get("model") if isinstance(entry, dict) else None
         if not isinstance(name, str):
             raise ConfigError(f"{where}: models[{i}].model: expected a model name, found {_found(name)}")
+        precision, compiled = entry.get("precision", "fp32"), entry.get("compiled", compile_setting)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"{where}: models[{i}].precision: expected one of {', '.join(PRECISIONS)}, "
+                              f"found {_found(precision)}")
+        if not isinstance(compiled, bool):
+            raise ConfigError(f"{where}: models[{i}].compiled: expected true or false, found {_found(compiled)}")
+        train, evals = groups.setdefault((precision, compiled), ({}, {}))
         for key, into in (("train_iterations_per_s", train), ("eval_sequences_per_s", evals)):
             problem = rate_error(entry.get(key))
             if problem:
                 raise ConfigError(f"{where}: models[{i}].{key}: {problem}")
             into[name] = float(entry[key])
-    return train, evals
+    return groups

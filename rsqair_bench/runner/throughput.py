@@ -2,9 +2,10 @@
 
 In order: `--throughput FILE` (a `bench --json` file), `--throughput IT_PER_S` (an assumed training
 rate at the suite's setting), `--throughput measure` (a few eager training steps timed here, at the
-suite's setting), else the committed results/bench/*.json of the suite's device kind that matches it
-best: of its architecture when one is, else the closest, whose architecture differences are named
-and not scaled. Every figure says where it came from; none is a measurement of the run itself.
+suite's setting and precision), else the committed results/bench/*.json figure of the suite's device
+kind and `model_config.precision` that matches it best (a file holds one figure per precision and mode
+it measured): of its architecture when one is, else the closest, whose architecture differences are
+named and not scaled. Every figure says where it came from; none is a measurement of the run itself.
 
 Why the default never measures: timing steps means importing torch and training (7 s for
 suites/study.yaml on a loaded 2-core machine), for a dry run that should answer at once and change
@@ -24,7 +25,7 @@ from typing import Any
 
 from rsqair_bench.config import SuiteConfig
 from rsqair_bench.errors import ConfigError
-from rsqair_bench.runner.bench_file import BASE_MODEL, MAX_RATE, MIN_RATE, Figure, rate_error, read_bench_file
+from rsqair_bench.runner.bench_file import BASE_MODEL, MAX_RATE, MIN_RATE, Figure, rate_error, read_bench_figures
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "results" / "bench"  # the committed `bench --json` files
 # Evaluation sequences/s per training sequence/s, for an assumed rate (`--throughput IT_PER_S`), which
@@ -35,8 +36,11 @@ EVAL_PER_TRAIN_SEQUENCES = 2.5
 # architecture changes the step's cost by an unknown factor, so a committed file that differs in one
 # of these is not used (a measurement is made instead); an explicit --throughput file is used anyway.
 ARCHITECTURE = ("n_hidden", "glimpse_size", "max_objects", "z_what")
-# How much each other setting counts when choosing among committed files of the right architecture.
-MATCH_WEIGHTS = {"compile": 4, "batch": 3, "particles": 3, "threads": 1, "optimizer": 1}
+# How much each other setting counts when choosing among committed files of the right architecture. A
+# committed figure must also have the suite's precision (bf16's gain over fp32 depends on the step's size and
+# on the device's bf16 instructions, from none to several-fold: no factor converts one into the other); in a
+# file given with --throughput, precision outweighs all the other settings together.
+MATCH_WEIGHTS = {"precision": 16, "compile": 4, "batch": 3, "particles": 3, "threads": 1, "optimizer": 1}
 MEASURE_WARMUP = 1  # untimed steps before timing (the first allocates, and compiles when compiled)
 MEASURE_STEPS = 2  # timed training steps of a dry-run measurement: enough for hours-scale estimates
 
@@ -49,7 +53,7 @@ def run_settings(suite: SuiteConfig, workers: int, threads: int | None = None) -
     return {
         "batch": tr.batch_size, "particles": tr.particles, "frames": tr.curriculum_max,
         "n_hidden": mc.n_hidden, "glimpse_size": mc.glimpse_size, "max_objects": mc.max_objects,
-        "z_what": mc.z_what, "compile": mc.compile, "optimizer": tr.optimizer,
+        "z_what": mc.z_what, "compile": mc.compile, "optimizer": tr.optimizer, "precision": mc.precision,
         "threads": threads if threads is not None else job_threads(suite, workers),
     }
 
@@ -83,25 +87,33 @@ def _match_score(figure: Figure, run: dict[str, Any]) -> int:
     return sum(w for key, w in MATCH_WEIGHTS.items() if figure.settings.get(key) == run.get(key))
 
 
-def best_committed_file(bench_dir: Path, device_kind: str, run: dict[str, Any]) -> Figure | None:
-    """The committed bench file for `device_kind` closest to the run: the fewest architecture settings
-    that differ (ARCHITECTURE; none, when a file of the suite's architecture exists), then the best match
-    of the others (MATCH_WEIGHTS). A file of another architecture carries a caveat saying so.
+def best_variant(figures: list[Figure], run: dict[str, Any]) -> Figure:
+    """The variant (precision x mode) of one file that matches `run` best (MATCH_WEIGHTS; ties to the first)."""
+    return max(figures, key=lambda f: _match_score(f, run))
 
-    Ties go to the first file by name, so the choice does not depend on the directory's order. Files
-    that are not bench files (runner/bench_file.py refuses them) are not candidates."""
+
+def best_committed_file(bench_dir: Path, device_kind: str, run: dict[str, Any]) -> Figure | None:
+    """The committed figure for `device_kind` and the run's precision closest to the run, one variant
+    (precision x mode) of one file: the fewest architecture settings that differ (ARCHITECTURE; none,
+    when a file of the suite's architecture exists), then the best match of the others (MATCH_WEIGHTS).
+    A file of another architecture carries a caveat saying so.
+
+    Ties go to the first file by name, then the file's first variant, so the choice does not depend on
+    the directory's order. Files that are not bench files (runner/bench_file.py refuses them) are not
+    candidates."""
     best: tuple[tuple[int, int], Figure] | None = None
     for path in sorted(Path(bench_dir).glob("*.json")) if Path(bench_dir).is_dir() else []:
         try:
-            figure = read_bench_file(path)
+            figures = read_bench_figures(path)
         except ConfigError:
             continue  # not a bench file: not a candidate
-        if figure.device_kind != device_kind:
-            continue
-        other = sum(figure.settings.get(k) != run[k] for k in ARCHITECTURE if figure.settings.get(k) is not None)
-        rank = (-other, _match_score(figure, run))
-        if best is None or rank > best[0]:
-            best = (rank, figure)
+        for figure in figures:
+            if figure.device_kind != device_kind or figure.settings["precision"] != run.get("precision", "fp32"):
+                continue
+            other = sum(figure.settings.get(k) != run[k] for k in ARCHITECTURE if figure.settings.get(k) is not None)
+            rank = (-other, _match_score(figure, run))
+            if best is None or rank > best[0]:
+                best = (rank, figure)
     if best is None:
         return None
     figure = best[1]
@@ -149,7 +161,7 @@ def measure_throughput(suite: SuiteConfig, device_name: str, run: dict[str, Any]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    step = make_train_step(model, optimizer, update, x, tr.particles, sample_gen)
+    step = make_train_step(model, optimizer, update, x, tr.particles, sample_gen, config.precision)
 
     old_threads = torch.get_num_threads()
     if device.type == "cpu":
@@ -172,7 +184,7 @@ def measure_throughput(suite: SuiteConfig, device_name: str, run: dict[str, Any]
         description = device_description(device)
     finally:
         torch.set_num_threads(old_threads)
-    how = (f"{MEASURE_STEPS} eager training steps of {model_name} here after {MEASURE_WARMUP} warm-up, "
+    how = (f"{MEASURE_STEPS} eager training steps of {model_name} here, {config.precision}, after {MEASURE_WARMUP} warm-up, "
            f"{tr.batch_size} sequences of {tr.curriculum_max} frames (whatever else runs here slows them too)")
     return Figure("measured", how, description, device.type, settings, {model_name: 1.0 / step_seconds},
                   {model_name: tr.batch_size / eval_seconds})
@@ -223,7 +235,7 @@ def choose_figure(suite: SuiteConfig, workers: int, throughput: str | None, devi
         try:
             rate = float(throughput)
         except ValueError:
-            figure = read_bench_file(Path(throughput))
+            figure = best_variant(read_bench_figures(Path(throughput)), run)
         else:
             if rate_error(rate):
                 raise ConfigError(f"--throughput: expected a bench --json file, `{MEASURE}`, or a training rate "

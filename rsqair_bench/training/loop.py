@@ -24,6 +24,10 @@ anything is written) trains eager with one warning and records why (`TrainStats.
 While the first step compiles, status.json shows the phase `compiling`; its duration is logged
 and recorded (`compile_seconds`).
 
+`model_config.precision: bf16` runs each step's forward under bf16 autocast (`_step`; the backward
+outside it); weights, gradients and the optimizer's state stay float32, and validation scores in
+float32 (docs/sqair.md, "Precision"). The precision is recorded in `TrainStats.precision`.
+
 Determinism: nothing draws from the global RNG. The model is initialised under
 `torch.random.fork_rng()` seeded from the job seed (the global state is restored afterwards);
 the data order and windows are pure functions of (seed, epoch/iteration) via seeded
@@ -49,6 +53,7 @@ from rsqair_bench.config import JobConfig, ModelConfig, check_model_config, chec
 from rsqair_bench.core.compiler import compiler_problem
 from rsqair_bench.core.device import resolve_device
 from rsqair_bench.core.io import atomic_write_text
+from rsqair_bench.core.precision import autocast
 from rsqair_bench.core.seeding import derive_seed
 from rsqair_bench.data.loader import DatasetFactory, default_dataset_factory
 from rsqair_bench.errors import DataError, TrainingDiverged
@@ -253,7 +258,8 @@ def _step(run: TrainRun, x: torch.Tensor) -> tuple[float, float]:
     cfg, st, model, optimizer = run.cfg, run.state, run.model, run.optimizer
     seq_len = x.shape[1]
     x = x.to(run.device, non_blocking=True)  # [B, L, 1, H, W]
-    out = _forward_or_none(model, x, cfg.particles, run.model_gen)  # None: a distribution got NaN parameters
+    with autocast(run.job.model_config.precision, run.device):  # bf16: the forward only (core/precision.py)
+        out = _forward_or_none(model, x, cfg.particles, run.model_gen)  # None: a distribution got NaN parameters
     optimizer.zero_grad(set_to_none=True)
     loss_value = float(out.loss.detach()) if out is not None else float("nan")
     ok = math.isfinite(loss_value)

@@ -43,6 +43,7 @@ class TrainResult:
     compiled: bool = False  # the steps ran compiled (model_config.compile and a working C++ compiler)
     compile_fallback: str | None = None  # why they ran eager although model_config.compile was set
     compile_seconds: float | None = None  # this run's first compiled step, compilation included
+    precision: str = "fp32"  # model_config.precision of the training steps (evaluation is float32)
 
     def train_stats(self) -> dict[str, Any]:
         """The `train` entry of metrics.json."""
@@ -142,7 +143,7 @@ class TrainRun:
             best_iteration=self.stopper.best_iteration, checkpoint=self.latest, best_checkpoint=self.best,
             stopped_early=st.stopped_early, finished=st.finished, nan_skips=st.nan_skips, config_hash=self.job_hash,
             parameters=self.parameters, compiled=self.compiled, compile_fallback=self.compile_fallback,
-            compile_seconds=self.compile_seconds,
+            compile_seconds=self.compile_seconds, precision=self.job.model_config.precision,
         )
 
     def snapshot(self, kind: str) -> dict[str, Any]:
