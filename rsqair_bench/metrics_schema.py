@@ -26,7 +26,7 @@ from rsqair_bench.errors import DataError
 SCHEMA_VERSION = 1  # metrics.json layout; a file without `schema_version` predates the field and is version 1
 SEED_LIMIT = 2**63  # seeds are in [0, 2**63) (seeding.check_seed)
 
-_JOB_TEXT = ("suite", "config_hash", "device", "torch_version")
+_JOB_TEXT = ("suite", "config_hash", "device", "torch_version", "track")
 _SPLIT_INTS = ("frames", "samples", "sequences", "max_objects", "sequences_with_collision", "checkpoint_iteration")
 _SPLIT_NUMBERS = ("count_accuracy", "eval_sequences_per_s", "peak_memory_mb", "empty_frame_data_ll")
 _SCORES = ("data_ll", "relational_ll")
@@ -155,7 +155,7 @@ def _check_split(c: _Checker, entry: dict[str, Any], where: str) -> None:
             c.number(value, f"{where}.{metric}.per_sample[{i}]")
         if isinstance(entry.get("samples"), int) and len(per) != entry["samples"]:
             c.fail(f"{where}.{metric}.per_sample", f"{entry['samples']} values (samples)", per)
-    for block in ("references", "matching"):
+    for block in ("references", "matching", "states"):  # states: the state-space track's metrics
         if entry.get(block) is not None:
             _check_numbers(c, c.mapping(entry[block], f"{where}.{block}"), f"{where}.{block}")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from rsqair_bench.core.io import atomic_write_text, check_outputs, owned_directory
 from rsqair_bench.errors import ConfigError, DataError
-from rsqair_bench.metrics import MISSING, collect_metrics
+from rsqair_bench.metrics import MISSING, collect_metrics, ordered_models
 from rsqair_bench.report.figures import draw_rollouts, figure_ll_bars, figure_rollouts, figure_training_curves
 from rsqair_bench.report.tables import (
     METRICS,
@@ -40,22 +40,26 @@ log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- the report
 def write_report(
-    results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None
+    results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None,
+    pixel_results: str | Path | None = None,
 ) -> list[Path]:
     """Write tables and figures into results_dir/report/; returns the files written.
 
     `baseline`: the model every other is tested against in significance.md (default: sqair).
+    `pixel_results`: for the state-space track's gain figure, a pixel suite's results directory whose
+    posterior error it marks (report/states_figure.py); the pixel report ignores it.
     The report directory is held (report/.lock) while it is written, and the temp files a killed
     report left in it are removed first (io.owned_directory).
     """
     if not Path(results_dir).is_dir():
         return _write_report(results_dir, expected_seeds, compare_paper, baseline)  # says what is missing
     with owned_directory(Path(results_dir) / "report", subdirectories=("figures",)):
-        return _write_report(results_dir, expected_seeds, compare_paper, baseline)
+        return _write_report(results_dir, expected_seeds, compare_paper, baseline, pixel_results)
 
 
 def _write_report(
-    results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None
+    results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None,
+    pixel_results: str | Path | None = None,
 ) -> list[Path]:
     """write_report's work, under its lock."""
     from rsqair_bench.report.animation import write_rollout_gifs
@@ -68,6 +72,14 @@ def _write_report(
     runs = collect_metrics(results_dir)
     if not runs:
         raise DataError(f"{results_dir}: no metrics.json files found (run the suite first)")
+    from rsqair_bench.report.significance_table import resolve_baseline
+    from rsqair_bench.report.states import is_states_report, write_states_report
+    from rsqair_bench.report.states_figure import figure_gain
+
+    if is_states_report(runs):  # the state-space track (docs/states.md) has its own tables and figure
+        written = write_states_report(runs, results_dir, expected_seeds, baseline)
+        base = resolve_baseline(baseline, ordered_models(runs))
+        return written + figure_gain(runs, results_dir / "report" / "figures" / "gain_vs_sigma", base, pixel_results)
     failures = collect_failures(results_dir)  # failed jobs keep their rows (0/N, k/N) and their reasons
     expected_seeds = expected_seeds or len({r["seed"] for r in runs} | {f.seed for f in failures})
     out = results_dir / "report"
@@ -146,6 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", metavar="PATH", help="with --rollout: output path without extension; with --compare: output directory"
     )
     parser.add_argument("--compare-paper", action="store_true", help="add the R-SQAIR paper's numbers beside ours")
+    parser.add_argument("--pixel-results", metavar="DIR", default=None,
+                        help="state-space track: mark this pixel results directory's posterior error on the gain figure")
     parser.add_argument(
         "--expected-seeds", type=int, default=None, help="seeds each model should have (default: every seed found for any model)"
     )
@@ -177,7 +191,7 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError("report: give a RESULTS_DIR (or --rollout NPZ)")
     if args.other:
         raise ConfigError(f"report: a second directory ({args.other}) needs --compare")
-    written = write_report(args.results_dir, args.expected_seeds, args.compare_paper, args.baseline)
+    written = write_report(args.results_dir, args.expected_seeds, args.compare_paper, args.baseline, args.pixel_results)
     out = Path(args.results_dir) / "report"
     print((out / "table.md").read_text())
     print(f"tables in {out}; figures in {out / 'figures'} ({sum(p.suffix == '.png' for p in written)} figures)")
