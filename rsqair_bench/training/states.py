@@ -10,8 +10,8 @@ Training reads the `train:` keys the track has a use for: optimizer, learning_ra
 lr_decay_at / lr_decay_factor (fractions of max_iterations), max_iterations (steps per model),
 batch_size (windows per step: a window is one sequence and one predicted frame t), grad_clip,
 log_every. There is no validation and no early stopping: each model trains its fixed number of
-steps and `best.pt` holds the last weights of every σ. A job takes about a minute, so it does not
-resume: a rerun of an unfinished job trains it again from the start.
+steps and `best.pt` holds the last weights of every σ. A job takes 40-90 s of CPU time, so it does
+not resume: a rerun of an unfinished job trains it again from the start.
 
 Writes in the job directory: `train_log.csv` (noise_px, iteration, log_density, seconds),
 `status.json` (for `run`'s display) and `best.pt` (checkpoint.py's format, `kind: states`).
