@@ -1,6 +1,10 @@
 """Checkpoints: atomic writes, safe loads, and the identity checks that stop a run from
 resuming (or an evaluation from scoring) a checkpoint of a different model.
 
+Every load checks the file's integrity first (`read_checked_bytes`): a regular file, the CRC-32 of
+every member of torch's zip container, and the file's line in a `SHA256SUMS` beside it when there
+is one (the shipped checkpoints in results/study/checkpoints/ have one).
+
 A checkpoint is a plain dict that `torch.load(weights_only=True)` can read: tensors, str,
 int, float, bool, None, lists and dicts only. RNG states are stored as the ByteTensors that
 `torch.Generator.get_state()` returns.
@@ -17,17 +21,20 @@ Layout (FORMAT_VERSION 1), as training/state.py's `TrainRun.snapshot` writes it:
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rsqair_bench.config import first_changed_setting, to_dict
-from rsqair_bench.core.io import atomic_write
+from rsqair_bench.core.io import atomic_write, os_error_line, read_regular_file
 from rsqair_bench.errors import CheckpointError, OutputError
 
 FORMAT_VERSION = 1
@@ -103,15 +110,75 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0][:120]}" if text else type(err).__name__
 
 
+CHECKPOINT_LIMIT = 64 * 2**30  # bytes: a checkpoint is read whole (checked, then loaded from memory)
+SUMS_FILE = "SHA256SUMS"  # `sha256sum` output beside shipped checkpoints (results/study/checkpoints/)
+_SUMS_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
+
+
+def read_checked_bytes(path: Path) -> bytes:
+    """The bytes of checkpoint `path`, once their integrity is checked: a regular file (a FIFO would block
+    the reader), every zip member's CRC, and its line of a SHA256SUMS file beside it when there is one.
+
+    Why: torch's reader checks neither, so a checkpoint with flipped bytes was evaluated (and resumed)
+    silently, with wrong numbers. The checks and the load read the same bytes, so the file cannot change
+    between them. A file that is not a zip (an old torch format, or truncated past its directory) is left
+    to torch.load, which refuses what it cannot read."""
+    try:
+        raw = read_regular_file(path, CHECKPOINT_LIMIT)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            raise CheckpointError(f"{path}: no such checkpoint file") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror or err}); expected a checkpoint file") from None
+    if zipfile.is_zipfile(io.BytesIO(raw)):
+        try:
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                bad = archive.testzip()  # reads every member and compares its CRC-32
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+            raise CheckpointError(f"{path}: corrupt checkpoint (its zip container is damaged: {_first_line(err)})") from None
+        if bad is not None:
+            raise CheckpointError(f"{path}: corrupt checkpoint (zip member {bad!r} fails its CRC-32 check: the file "
+                                  "changed after it was written); restore it from a copy or retrain")
+    _check_listed_sum(path, raw)
+    return raw
+
+
+def _check_listed_sum(path: Path, raw: bytes) -> None:
+    """Compare `raw` with its line of the SHA256SUMS file in `path`'s directory; nothing when there is no
+    such file or it does not list `path`. A SHA256SUMS that cannot be read or parsed is refused: it is
+    there to vouch for these files."""
+    sums = path.parent / SUMS_FILE
+    if not sums.exists():
+        return
+    try:
+        text = read_regular_file(sums).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        cause = os_error_line(err, sums) if isinstance(err, OSError) else f"{sums}: not UTF-8 text"
+        raise CheckpointError(f"cannot check {path} against its checksum list ({cause})") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _SUMS_LINE.match(line.rstrip("\r"))
+        if match is None:
+            raise CheckpointError(f"{sums}: line {number}: expected '<64 hex digits>  <file name>' "
+                                  f"(the sha256sum format), found {line[:60]!r}")
+        digest, name = match.groups()
+        if (path.parent / name).resolve() != path.resolve():
+            continue
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual != digest.lower():
+            raise CheckpointError(f"{path}: sha256 {actual[:16]}... differs from {sums} line {number} "
+                                  f"({digest[:16].lower()}...): the file is not the one shipped; restore it")
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True; truncated or foreign files raise CheckpointError naming the file."""
+    """Load with weights_only=True after the integrity checks of read_checked_bytes; truncated, corrupt or
+    foreign files raise CheckpointError naming the file."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file (e.g. {path / 'best.pt'})")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    raw = read_checked_bytes(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if match:  # readable, but it names code to run on load: we never do that

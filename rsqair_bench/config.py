@@ -10,6 +10,8 @@ expected int, found str 'x'`.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,9 +43,12 @@ class ModelConfig:
     shift_prior: float = 0.0  # sqair ref: discovery where-prior mean for the two shift logits
     where_prior_std: float = 1.0  # sqair ref
     where_scale_max: float = 1.0  # sqair ref: box scale = sigmoid(logit) (1.0); ours: max * sigmoid, docs/sqair.md
+    where_shift_max: float = 1.0  # sqair ref: box centre = tanh(logit), inside the frame (1.0); ours: max * tanh
     image_size: int = 50  # paper: central 50x50 crop
     prop_prior: Literal["rnn", "residual", "velocity"] = "rnn"  # sqair ref: 'rnn' (absolute); residual: ours, docs/sqair.md
     prop_prior_scale_bias: float | None = None  # None: sqair ref (zero bias, std 0.70); docs/sqair.md
+    prop_velocity_space: Literal["logit", "shift"] = "logit"  # velocity prior's rule on raw logits, or on box centres (ours)
+    relation_velocity: bool = False  # ours: gamma's input also holds each object's last displacement, docs/sqair.md
     disc_image_encoder: Literal["mlp", "conv"] = "mlp"  # sqair ref: MLP on the image; conv: ours, docs/sqair.md
     disc_input: Literal["image", "residual"] = "image"  # sqair ref: the image; residual: minus what is explained (ours)
     disc_where_refine: bool = False  # sqair ref: box from the image code alone; True: a glimpse at it corrects it (ours)
@@ -91,6 +96,9 @@ class EvalSplit:
     max_objects: int | None = None  # None = the training value; balls678 needs more slots
     frames: int = 10  # T: sequence length scored (frames 1..T-1 inferred, frame T sampled)
     sequences: int | None = None  # cap; None = the whole split
+    # one-step scores (docs/metrics.md, "One-step prediction at every frame") over this many sequences (capped
+    # at the split's size), with one posterior sample each; None = the sampled frame's sequences
+    onestep_sequences: int | None = None
 
 
 @dataclass
@@ -185,13 +193,16 @@ def _found(value: Any) -> str:
     return f"{type(value).__name__} {value!r}" if value is not None else "null"
 
 
-def parse_value(tp: Any, value: Any, where: str) -> Any:
-    """Convert a YAML value to type `tp`, raising ConfigError naming `where` on mismatch."""
+def parse_value(tp: Any, value: Any, where: str, partial: bool = False) -> Any:
+    """Convert a YAML value to type `tp`, raising ConfigError naming `where` on mismatch.
+
+    `partial`: the value may lack required keys (one file of a `base:` chain, checked alone for
+    unknown keys and types); dataclasses are then returned as their parsed mappings."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
-        return parse_dataclass(tp, value, where)
+        return parse_dataclass(tp, value, where, partial)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return None  # before a dataclass option, which would read null as an empty block
@@ -199,7 +210,7 @@ def parse_value(tp: Any, value: Any, where: str) -> Any:
             if dataclasses.is_dataclass(option) and isinstance(value, dict):
                 return parse_dataclass(option, value, where)  # its own error names the key inside the block
             try:
-                return parse_value(option, value, where)
+                return parse_value(option, value, where, partial)
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: expected {_type_name(tp)}, found {_found(value)}")
@@ -211,12 +222,13 @@ def parse_value(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, found {_found(value)}")
         (item,) = typing.get_args(tp)
-        return [parse_value(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [parse_value(item, v, f"{where}[{i}]", partial) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, found {_found(value)}")
         key_tp, val_tp = typing.get_args(tp)
-        return {parse_value(key_tp, k, f"{where}"): parse_value(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+        return {parse_value(key_tp, k, f"{where}"): parse_value(val_tp, v, f"{where}.{k}", partial)
+                for k, v in value.items()}
     if tp is type(None):
         if value is None:
             return None
@@ -238,8 +250,10 @@ def parse_value(tp: Any, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(tp)}, found {_found(value)}")
 
 
-def parse_dataclass(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and missing required keys are errors."""
+def parse_dataclass(cls: type, data: Any, where: str, partial: bool = False) -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and missing required keys are errors.
+
+    With `partial`, missing required keys are allowed and the parsed mapping is returned instead."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -247,7 +261,7 @@ def parse_dataclass(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where}{sep} expected a mapping, found {_found(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         sep = "" if where.endswith(":") else ":"
         raise ConfigError(f"{where}{sep} unknown key {unknown[0]!r} (known: {', '.join(fields)})")
@@ -255,10 +269,12 @@ def parse_dataclass(cls: type, data: Any, where: str) -> Any:
     for name, f in fields.items():
         key = f"{where}.{name}" if where and not where.endswith(":") else f"{where} {name}"
         if name in data:
-            kwargs[name] = parse_value(hints[name], data[name], key)
+            kwargs[name] = parse_value(hints[name], data[name], key, partial)
+        elif partial:
+            continue
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{key}: missing required key (expected {_type_name(hints[name])})")
-    return cls(**kwargs)
+    return kwargs if partial else cls(**kwargs)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -295,14 +311,31 @@ def _yaml_error_line(err: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
+YAML_FILE_LIMIT = 2**20  # bytes: a suite or job file is a few kilobytes; a larger one is not one
+MAX_YAML_DEPTH = 32  # nesting levels: a suite needs 5 (eval.splits.<key>.<field>); PyYAML recurses per level
+
+
 def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file with a safe loader: UTF-8 only, no duplicate keys; errors name the file and line."""
+    """Read a YAML file with a safe loader: UTF-8 only, no duplicate keys; errors name the file and line.
+
+    The file must be a regular file (a FIFO would block, /dev/zero never end: `io.read_regular_file`)
+    of at most YAML_FILE_LIMIT bytes, nested at most MAX_YAML_DEPTH levels (PyYAML recurses once per
+    level and ended in a RecursionError traceback at about a thousand)."""
+    from rsqair_bench.core.io import read_regular_file
+
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, expected a YAML file")
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    raw = path.read_bytes()
+    try:
+        raw = read_regular_file(path, YAML_FILE_LIMIT)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as err:
+        if err.errno == errno.EFBIG:
+            raise ConfigError(f"{path}: more than {YAML_FILE_LIMIT:,} bytes, expected a suite or job YAML file") from None
+        if err.errno == errno.EINVAL:
+            raise ConfigError(f"{path}: not a regular file (a FIFO, device or socket), expected a YAML file") from None
+        raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -310,62 +343,163 @@ def load_yaml(path: str | Path) -> Any:
             f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); expected a UTF-8 YAML file"
         ) from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except _DuplicateKey as err:
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_error_line(err)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply for a YAML reader; expected at most {MAX_YAML_DEPTH} levels") from None
+    if _deeper_than(data, MAX_YAML_DEPTH):
+        raise ConfigError(f"{path}: nested more than {MAX_YAML_DEPTH} levels deep; expected a suite or job file")
+    return data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether lists and mappings in `data` nest more than `limit` levels (iterative: no recursion limit)."""
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def load_config(cls: type, path: str | Path) -> Any:
     """Read a YAML file with safe_load and parse it into `cls`; errors are prefixed with the file.
 
-    A suite (`SuiteConfig`) may name a `base:` suite, read first and overridden by this file (`load_suite_mapping`)."""
-    data = load_suite_mapping(path) if cls is SuiteConfig else load_yaml(path)
-    return parse_dataclass(cls, data, f"{path}:")
+    A suite (`SuiteConfig`) may name a `base:` suite, read first and overridden by this file
+    (`suite_layers`). Each base is first checked alone for unknown keys and types, in what survives
+    of it, so an error in a base names the base file (not the suite that names it)."""
+    if cls is not SuiteConfig:
+        return parse_dataclass(cls, load_yaml(path), f"{path}:")
+    layers = suite_layers(path)
+    merged, origin = merge_layers(layers)
+    for index, (file, _) in enumerate(layers[:-1]):
+        parse_dataclass(cls, _part_from(merged, origin, index) or {}, f"{file}:", partial=True)
+    return parse_dataclass(cls, merged, f"{path}:")
 
 
-BASE_KEY = "base"  # a suite's `base: other.yaml`, a path relative to the suite file's folder
+BASE_KEY = "base"  # a suite's `base: other.yaml`, a path relative to the working directory (as data paths are)
+MAX_BASE_CHAIN = 32  # suites in one `base:` chain: the shipped chains have 2 or 3
 
 
-def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """`override` on top of `base`: mappings merge key by key (recursively); any other value (a list, a
-    scalar, null) replaces the base's value whole. So `seeds: [0, 1]` replaces the base's seeds, and
-    `train: {max_iterations: 10}` changes one training key and keeps the others."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_settings(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_suite_mapping(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
-    """A suite file's mapping with its `base:` chain resolved (base first, this file on top).
+def suite_layers(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, Any]]:
+    """The suite files of `path`'s `base:` chain with their mappings (the `base` key removed), base first.
 
     Why: a suite that runs another's settings at a different budget or with more seeds (study.yaml on
-    learn.yaml) shares them instead of copying them, so the two cannot drift apart. The chain may be
-    several files long; a cycle or a missing base is one line naming the file and the key."""
-    path = Path(path)
-    data = load_yaml(path)
-    if not isinstance(data, dict) or BASE_KEY not in data:
-        return data
-    data = dict(data)
-    base = data.pop(BASE_KEY)
+    learn.yaml) shares them instead of copying them, so the two cannot drift apart. Paths are relative
+    to `root` (default: the working directory), like every other path in a suite. Each file with a
+    `base:` names itself (`name:`): a suite inheriting the base's name would write into, and evaluate
+    again, the base's results directory without saying so. A loop, a missing base or a chain longer
+    than MAX_BASE_CHAIN is one line naming the file and the key."""
+    current, child, layers, chain = Path(path), None, [], []
+    while True:
+        data = load_yaml(current)
+        if child is not None and not isinstance(data, dict):
+            raise ConfigError(f"{child}: {BASE_KEY}: {current} is not a mapping of suite settings")
+        chain.append(current.resolve())
+        if not isinstance(data, dict) or BASE_KEY not in data:
+            return [(current, data), *reversed(layers)]
+        data = dict(data)
+        base = data.pop(BASE_KEY)
+        if "name" not in data:
+            raise ConfigError(f"{current}: name: missing; a suite with {BASE_KEY}: names its own results directory "
+                              f"(write the base's name to add jobs to its results, or a new name for a new experiment)")
+        layers.append((current, data))
+        if len(chain) >= MAX_BASE_CHAIN:
+            raise ConfigError(f"{current}: {BASE_KEY}: a chain of more than {MAX_BASE_CHAIN} suites; expected at most "
+                              f"{MAX_BASE_CHAIN}")
+        child, current = current, _base_path(current, base, chain, Path(root) if root is not None else Path())
+
+
+def _base_path(path: Path, base: Any, chain: list[Path], root: Path) -> Path:
+    """The file `path`'s `base:` names, checked: a path string, not in `chain` (a loop), an existing file."""
     if not isinstance(base, str) or not base:
         raise ConfigError(f"{path}: {BASE_KEY}: expected the path of a suite YAML file, found {_found(base)}")
-    base_path = path.parent / base
-    chain = _chain + (path.resolve(),)
+    base_path = root / base
     if base_path.resolve() in chain:
         loop = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
         raise ConfigError(f"{path}: {BASE_KEY}: suites name each other in a loop ({loop}); expected a chain that ends")
-    if not base_path.is_file():
-        raise ConfigError(f"{path}: {BASE_KEY}: no such suite file {base_path} (a path relative to {path.parent})")
-    base_data = load_suite_mapping(base_path, chain)
-    if not isinstance(base_data, dict):
-        raise ConfigError(f"{path}: {BASE_KEY}: {base_path} is not a mapping of suite settings")
-    return merge_settings(base_data, data)
+    if base_path.is_dir():
+        raise ConfigError(f"{path}: {BASE_KEY}: {base} is a directory, expected a suite YAML file")
+    if not base_path.exists():
+        beside, hint = path.parent / base, ""
+        if beside.is_file() and not Path(base).is_absolute():  # written relative to the suite's folder
+            try:
+                beside = beside.resolve().relative_to(root.resolve())
+            except ValueError:
+                pass
+            hint = f"; {beside} exists: write {BASE_KEY}: {beside}"
+        raise ConfigError(f"{path}: {BASE_KEY}: no such suite file {base} (paths in a suite are relative to the "
+                          f"directory you run from, as data paths are{hint})")
+    return base_path
+
+
+def merge_layers(layers: list[tuple[Path, Any]]) -> tuple[Any, Any]:
+    """The suite the layers make (each on top of the ones before), and where each value came from.
+
+    Mappings merge key by key (recursively); any other value (a list, a scalar) replaces the base's
+    value whole. So `seeds: [0, 1]` replaces the base's seeds, and `train: {max_iterations: 10}` changes
+    one training key and keeps the others. A null (an empty section: `train:` with its only line
+    commented out) over a base's mapping is refused: merged, it would have reset the whole section to
+    the code's defaults, and there is no way to remove a base's split or data set.
+
+    The origin mirrors the merged mapping: a layer's index where one layer gave the whole value, a
+    mapping of origins where several did."""
+    merged, origin = layers[0][1], 0
+    for index, (path, data) in enumerate(layers[1:], start=1):
+        merged, origin = dict(merged), dict.fromkeys(merged, 0) if index == 1 else origin
+        _merge_into(merged, origin, data, index, [p for p, _ in layers], ())
+    return merged, origin
+
+
+def _merge_into(merged: dict, origin: dict, data: dict, index: int, files: list[Path], where: tuple) -> None:
+    for key, value in data.items():
+        have = merged.get(key)
+        here = ".".join(map(str, (*where, key)))
+        if value is None and isinstance(have, dict):
+            setter = files[_latest(origin[key])]
+            if not where:
+                raise ConfigError(f"{files[index]}: {here}: empty, but {setter} sets it; an empty section would reset "
+                                  f"it to the code's defaults, so delete the line or list the keys to change")
+            raise ConfigError(f"{files[index]}: {here}: null cannot remove what {setter} sets; a suite with "
+                              f"{BASE_KEY}: adds or changes a base's entries but cannot remove them")
+        if isinstance(value, dict) and isinstance(have, dict):
+            merged[key] = dict(have)
+            before = origin[key]
+            origin[key] = dict.fromkeys(have, before) if isinstance(before, int) else dict(before)
+            _merge_into(merged[key], origin[key], value, index, files, (*where, key))
+        else:
+            merged[key], origin[key] = value, index
+
+
+def _latest(origin: Any) -> int:
+    """The last layer that gave any part of a value (its origin)."""
+    if isinstance(origin, int):
+        return origin
+    return max((_latest(o) for o in origin.values()), default=0)
+
+
+def _part_from(merged: Any, origin: Any, index: int) -> Any:
+    """What of `merged` layer `index` gave (None when nothing): the part checked against that layer's file."""
+    if isinstance(origin, int):
+        return merged if origin == index else None
+    part = {}
+    for key, sub in origin.items():
+        value = _part_from(merged[key], sub, index)
+        if value is not None or (sub == index):
+            part[key] = value
+    return part or None
+
+
+def load_suite_mapping(path: str | Path, root: str | Path | None = None) -> Any:
+    """A suite file's mapping with its `base:` chain resolved (base first, this file on top)."""
+    return merge_layers(suite_layers(path, root))[0]
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -418,10 +552,49 @@ def _raise_first(where: str, section: str, cfg: Any, checks: list[Check]) -> Non
             raise ConfigError(f"{prefix}{section}.{key}: expected {expected}, found {getattr(cfg, key)!r}")
 
 
+def _finite_checks(cfg: Any) -> list[Check]:
+    """Every float field of a config section (and every float in a list field) must be finite.
+
+    Why: the range checks are written `> 0`, which `.inf` passes, and several floats (output_std's
+    partners, shift_prior, prop_prior_scale_bias) had no check at all, so NaN or inf reached training."""
+    checks = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            checks.append((f.name, False, "a finite number" if not isinstance(value, list) else "finite numbers"))
+    return checks
+
+
+MAX_MODEL_PARAMETERS = 10**9  # ours: 4 GB of float32 weights, 16 GB with gradients and Adam's moments; paper size: 2.7M
+
+
+def estimated_parameters(cfg: ModelConfig) -> int:
+    """The leading terms of the model's parameter count, from its sizes alone (no model is built).
+
+    Glimpse encoder and decoder (n_hidden x glimpse_size^2 each), the discovery image encoder
+    (n_hidden x image_size^2), the mask head (128 x glimpse_size^2), about 12 n_hidden^2 per layer
+    of the MLPs, GRU cells and relation, and 25 n_hidden per z_what dimension. Within 20% of the built
+    models from n_hidden 256 up, lower for small ones (tests/test_reliability3_values.py checks it against every relation)."""
+    h, g, side = cfg.n_hidden, cfg.glimpse_size, cfg.image_size
+    return h * (2 * g * g + side * side + 25 * cfg.z_what) + 128 * g * g + 12 * cfg.n_layers * h * h
+
+
+def _size_check(cfg: ModelConfig) -> list[Check]:
+    """A model too large to allocate is refused before it is built, naming the size that makes it so."""
+    count = estimated_parameters(cfg)
+    glimpse_part = (2 * cfg.n_hidden + 128) * cfg.glimpse_size ** 2
+    key = "glimpse_size" if glimpse_part > count - glimpse_part else "n_hidden"
+    return [(key, count <= MAX_MODEL_PARAMETERS,
+             f"a model of at most {MAX_MODEL_PARAMETERS:,} parameters (n_hidden {cfg.n_hidden}, glimpse_size "
+             f"{cfg.glimpse_size}, n_layers {cfg.n_layers}, image_size {cfg.image_size} give about {count:.2g}: "
+             "config.estimated_parameters)")]
+
+
 def check_model_config(cfg: ModelConfig, where: str = "") -> None:
     """Ranges of ModelConfig; `where` is the file prefix (e.g. `suite.yaml:`)."""
-    _raise_first(where, "model_config", cfg, [
-        ("max_objects", cfg.max_objects >= 1, ">= 1 object slot"),
+    _raise_first(where, "model_config", cfg, _finite_checks(cfg) + [
+        ("max_objects", 1 <= cfg.max_objects <= MAX_OBJECT_SLOTS, f"between 1 and {MAX_OBJECT_SLOTS} object slots"),
         ("z_what", cfg.z_what >= 1, ">= 1"),
         ("glimpse_size", cfg.glimpse_size >= 1, ">= 1 (pixels)"),
         ("n_hidden", cfg.n_hidden >= 1, ">= 1"),
@@ -429,15 +602,19 @@ def check_model_config(cfg: ModelConfig, where: str = "") -> None:
         ("output_std", cfg.output_std > 0, "> 0"),
         ("where_prior_std", cfg.where_prior_std > 0, "> 0"),
         ("where_scale_max", 0 < cfg.where_scale_max <= 1, "in (0, 1]"),
+        ("where_shift_max", 1 <= cfg.where_shift_max <= 2, "in [1, 2] (half-frames from the centre)"),
+        ("prop_velocity_space", cfg.prop_velocity_space == "logit" or cfg.prop_prior == "velocity",
+         "'logit' unless prop_prior is 'velocity' (the rule it changes)"),
         ("disc_box_centre", cfg.disc_box_centre == "head" or cfg.disc_input == "residual",
          "'head' unless disc_input is 'residual' (the peak is searched in the residual)"),
         ("image_size", 1 <= cfg.image_size <= 4096, "between 1 and 4096 (pixels)"),
     ])
+    _raise_first(where, "model_config", cfg, _size_check(cfg))  # after the ranges: its inputs are then >= 1
 
 
 def check_train_config(cfg: TrainConfig, where: str = "") -> None:
     """Ranges of TrainConfig (the same checks train_job makes before writing anything)."""
-    _raise_first(where, "train", cfg, [
+    _raise_first(where, "train", cfg, _finite_checks(cfg) + [
         ("particles", cfg.particles >= 1, ">= 1"),
         ("batch_size", cfg.batch_size >= 1, ">= 1"),
         ("learning_rate", cfg.learning_rate > 0, "> 0"),
@@ -485,6 +662,7 @@ def eval_split_checks(split: EvalSplit) -> list[Check]:
         ("max_objects", split.max_objects is None or 1 <= split.max_objects <= MAX_OBJECT_SLOTS,
          f"between 1 and {MAX_OBJECT_SLOTS} object slots (unset: the training value)"),
         ("sequences", split.sequences is None or split.sequences >= 1, ">= 1 or null"),
+        ("onestep_sequences", split.onestep_sequences is None or split.onestep_sequences >= 1, ">= 1 or null"),
     ]
 
 
@@ -506,6 +684,8 @@ def check_states_config(states: StatesConfig, model: ModelConfig, where: str = "
     ])
     _raise_first(where, "model_config", model, [
         ("prop_prior", model.prop_prior == "velocity", "'velocity' in the state-space track (velocity + learned delta)"),
+        ("prop_velocity_space", model.prop_velocity_space == "logit",
+         "'logit' in the state-space track (its where holds the centre itself: the rule is exact constant velocity)"),
     ])
 
 

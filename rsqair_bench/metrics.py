@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,9 @@ SPLIT_KEYS = ["data", "split", "max_objects", "frames", "sequences", "samples", 
 JOB_LEVEL_KEYS = ("config_hash", "checkpoint_iteration", "parameters", "device", "torch_version", "paper_name")
 
 
-EVALUATION_VERSION = 2  # bumped when evaluation adds or changes a metric: `run` then re-evaluates finished jobs
-# 1: data LL, relational LL, references, matching; 2: + contact groups, relation knock-out, relation output
+EVALUATION_VERSION = 3  # bumped when evaluation adds or changes a metric: `run` then re-evaluates finished jobs
+# 1: data LL, relational LL, references, matching; 2: + contact groups, relation knock-out, relation output;
+# 3: + prior error decomposition at frame T, one-step scores at every frame (`onestep_sequences`)
 
 # The state-space track (docs/states.md): its metrics.json says `"track": "states"`, and each split holds a
 # `states` block (evaluation/states.py) instead of the pixel metrics. Its evaluation has its own version.
@@ -142,23 +144,69 @@ MODEL_ORDER = ["sqair", "sqair+in", "sqair+rmc"]  # the paper's rows first, then
 MISSING = "—"  # how every table prints a value no run has
 
 
-def collect_metrics(results_dir: Path) -> list[dict[str, Any]]:
-    """Every metrics.json under results_dir (not under report/), each with `_dir` = its job directory.
+JOB_METRICS = "*/seed*/metrics.json"  # a job's file: <results>/<model>/seed<k>/metrics.json (runner/suite.py)
+_SEED_DIR = re.compile(r"^seed(0|[1-9][0-9]*)$")
 
-    Each is checked against the schema (`metrics_schema.read_metrics`): a bad file is one DataError."""
+
+def _is_job_file(path: Path, results_dir: Path) -> bool:
+    parts = path.relative_to(results_dir).parts
+    return len(parts) == 3 and parts[0] != "report" and _SEED_DIR.match(parts[1]) is not None
+
+
+def unpooled_metrics(results_dir: Path) -> list[Path]:
+    """The metrics.json files under results_dir that are not a job's (`<model>/seed<k>/metrics.json`) and
+    not the report's: a backup copy (`sqair/seed0.bak/`), another suite's directory below this one. The
+    report lists them and never reads them."""
+    results_dir = Path(results_dir)
+    found = []
+    for path in sorted(results_dir.rglob("metrics.json")):
+        parts = path.relative_to(results_dir).parts
+        if parts[0] != "report" and not _is_job_file(path, results_dir):
+            found.append(path)
+    return found
+
+
+def collect_metrics(results_dir: Path) -> list[dict[str, Any]]:
+    """The metrics.json of every job directly in results_dir (`<model>/seed<k>/metrics.json`), each
+    checked against the schema (`metrics_schema.read_metrics`) and given `_dir` = its job directory.
+
+    What is pooled is defined by the layout `run` writes, not by where files happen to be: one file per
+    (model, seed), which must name the model and seed of its directory, and one `suite` for them all.
+    Why: every metrics.json anywhere below was pooled, so a backup `sqair/seed0.bak/` or another suite's
+    job in a subfolder became a sixth seed of SQAIR (`6/5`). Other files are listed (`unpooled_metrics`),
+    a file in the wrong job directory or a second suite is one DataError."""
     from rsqair_bench.metrics_schema import read_metrics
 
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise DataError(f"{results_dir}: no such results directory")
     found = []
-    for path in sorted(results_dir.rglob("metrics.json")):
-        if "report" in path.relative_to(results_dir).parts:
+    for path in sorted(results_dir.glob(JOB_METRICS)):
+        if not _is_job_file(path, results_dir):
             continue
         metrics = read_metrics(path)  # a regular file, UTF-8 JSON, every field of the schema its type
+        where = f"{path.parent.parent.name}/{path.parent.name}"
+        if where != f"{metrics['model']}/seed{metrics['seed']}":
+            raise DataError(f"{path}: the metrics.json of {metrics['model']}/seed{metrics['seed']} lies in the job "
+                            f"directory {where}; expected each job's own file there (a copied or moved file?)")
         metrics["_dir"] = path.parent
         found.append(metrics)
+    _check_one_suite(found, results_dir)
     return found
+
+
+def _check_one_suite(runs: list[dict[str, Any]], results_dir: Path) -> None:
+    """One results directory, one suite: DataError naming the suites and a job of each otherwise.
+
+    A suite that extends another and writes into its directory (suites/study_remedies.yaml: `base:
+    study.yaml` and no `name:`, so results/study/) carries that suite's name, and passes."""
+    suites: dict[Any, list[str]] = defaultdict(list)
+    for r in runs:
+        suites[r.get("suite")].append(f"{r['model']}/seed{r['seed']}")
+    if len(suites) > 1:
+        listed = "; ".join(f"{name!r}: {len(jobs)} job(s), e.g. {jobs[0]}" for name, jobs in suites.items())
+        raise DataError(f"{results_dir}: jobs of {len(suites)} suites in one results directory ({listed}); expected "
+                        "one suite's jobs: move the others to their own suite's directory")
 
 
 def ordered_models(runs: list[dict]) -> list[str]:

@@ -27,9 +27,12 @@ SCHEMA_VERSION = 1  # metrics.json layout; a file without `schema_version` preda
 SEED_LIMIT = 2**63  # seeds are in [0, 2**63) (seeding.check_seed)
 
 _JOB_TEXT = ("suite", "config_hash", "device", "torch_version", "track")
-_SPLIT_INTS = ("frames", "samples", "sequences", "max_objects", "sequences_with_collision", "checkpoint_iteration")
+_SPLIT_INTS = ("frames", "samples", "sequences", "max_objects", "sequences_with_collision", "checkpoint_iteration",
+               "particles")
 _SPLIT_NUMBERS = ("count_accuracy", "eval_sequences_per_s", "peak_memory_mb", "empty_frame_data_ll")
 _SCORES = ("data_ll", "relational_ll")
+_SCORE_BLOCKS = ("references", "matching", "prior_decomposition", "one_step", "states")  # every leaf a number or null
+# (states: the state-space track's block, docs/states.md)
 
 
 class _Checker:
@@ -140,12 +143,34 @@ def _check_split(c: _Checker, entry: dict[str, Any], where: str) -> None:
         c.integer(entry.get(key), f"{where}.{key}", 0)
     for key in _SPLIT_NUMBERS:
         c.number(entry.get(key), f"{where}.{key}")
+    _check_scores(c, entry, where)
+    for block in _SCORE_BLOCKS:
+        if entry.get(block) is not None:
+            _check_numbers(c, c.mapping(entry[block], f"{where}.{block}"), f"{where}.{block}")
+    for block in ("knockout", "relation_output"):  # other leaves are left alone: the report skips them
+        _check_finite(c, entry.get(block), f"{where}.{block}")
+    for block, shape in _SHAPES.items():
+        _check_shape(c, entry.get(block), shape, f"{where}.{block}")
+    tracked = ((entry.get("matching") or {}).get("sampled") or {}).get("tracked") or {}  # mappings by now
+    if tracked.get(_TRACKED_TOGETHER[0]) is not None:
+        for key in _TRACKED_TOGETHER[1:]:
+            if tracked.get(key) is None:
+                c.fail(f"{where}.matching.sampled.tracked.{key}", f"a number (given with {_TRACKED_TOGETHER[0]})",
+                       tracked.get(key))
+    if entry.get("settings") is not None:
+        _check_settings(c, c.mapping(entry["settings"], f"{where}.settings"), f"{where}.settings")
+
+
+def _check_scores(c: _Checker, entry: dict[str, Any], where: str) -> None:
+    """data_ll, relational_ll (pooled by the tables: finite numbers, never null) and iwae_bound."""
     for metric in (*_SCORES, "iwae_bound"):
         if entry.get(metric) is None:
             continue
         score = c.mapping(entry[metric], f"{where}.{metric}")
         for key in ("mean", "std"):
             c.number(score.get(key), f"{where}.{metric}.{key}")
+        if metric in _SCORES and score.get("mean") is None:  # the tables pool it; null is a NaN the writer hid
+            c.fail(f"{where}.{metric}.mean", "a finite number (the score the tables pool)", score.get("mean"))
         if metric == "iwae_bound" or score.get("per_sample") is None:
             continue
         per = score["per_sample"]
@@ -153,11 +178,89 @@ def _check_split(c: _Checker, entry: dict[str, Any], where: str) -> None:
             c.fail(f"{where}.{metric}.per_sample", "a list of numbers (one per sampled frame)", per)
         for i, value in enumerate(per):
             c.number(value, f"{where}.{metric}.per_sample[{i}]")
+            if value is None:
+                c.fail(f"{where}.{metric}.per_sample[{i}]", "a finite number (the values the tables pool)", value)
         if isinstance(entry.get("samples"), int) and len(per) != entry["samples"]:
             c.fail(f"{where}.{metric}.per_sample", f"{entry['samples']} values (samples)", per)
-    for block in ("references", "matching", "states"):  # states: the state-space track's metrics
-        if entry.get(block) is not None:
-            _check_numbers(c, c.mapping(entry[block], f"{where}.{block}"), f"{where}.{block}")
+
+
+# The shape of the blocks the report indexes into (report/dynamics.py, report/relations.py): a dict is a
+# mapping (null allowed, except as a list item), whose named keys are checked when present ("!name": a
+# key that must be there); "*" checks every key, "#" every key, which must then be a count (digits);
+# [x] is a list of x; None is anything; NUMBER is a finite number or null (not a list or a mapping);
+# SCORE_LIKE is a number, null, or a mapping whose `per_sample` is a list of numbers. Keys not named
+# here are free: newer code may add fields.
+NUMBER = "number"
+SCORE_LIKE = "score-like"
+_SCORE: dict[str, Any] = {"per_sample": [NUMBER]}
+_REFERENCE = dict.fromkeys(("data_ll", "relational_ll", "centre_error_px", "centre_error_px_colliding",
+                            "centre_error_px_free"), NUMBER)
+_TRACKED_TOGETHER = ("prior_error_px", "copy_last_error_px", "tracked_fraction")  # read as one (report/dynamics.py)
+_SHAPES: dict[str, Any] = {
+    "matching": {"inferred": {"by_frame": [{"!coverage": NUMBER}]},
+                 "sampled": {"centre_error_px": _SCORE, "centre_error_px_colliding": _SCORE,
+                             "centre_error_px_free": _SCORE, "tracked": dict.fromkeys(_TRACKED_TOGETHER, NUMBER)}},
+    "references": {"*": _REFERENCE},
+    "knockout": dict.fromkeys(("data_ll", "relational_ll", "centre_error_px", "centre_error_px_colliding"), SCORE_LIKE),
+    "relation_output": {"by_neighbours": {"#": {"mean_norm": NUMBER}}},
+}
+
+
+def _check_shape(c: _Checker, value: Any, shape: Any, where: str, item: bool = False) -> None:
+    """Raise DataError where `value` is not of `shape` (see _SHAPES); `item`: a list's item (never null
+    where a mapping is expected)."""
+    if shape is None or (value is None and not (item and isinstance(shape, dict))):
+        return
+    if shape == NUMBER:
+        c.number(value, where)
+        return
+    if shape == SCORE_LIKE:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return
+        shape = _SCORE
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            c.fail(where, "a list", value)
+        for i, element in enumerate(value):
+            _check_shape(c, element, shape[0], f"{where}[{i}]", item=True)
+        return
+    mapping = c.mapping(value, where)
+    for name in shape:
+        if name.startswith("!") and name[1:] not in mapping:
+            raise DataError(f"{c.path}: {where}: missing key {name[1:]!r} (the report reads it)")
+    for key, item in mapping.items():
+        if "#" in shape and not (isinstance(key, str) and key.isdigit() and key.isascii()):
+            c.fail(f"{where}.{key}", "a key that counts (0, 1, 2, ...)", key)
+        sub = shape.get(key, shape.get("!" + key, shape.get("*", shape.get("#"))))
+        _check_shape(c, item, sub, f"{where}.{key}")
+
+
+def _check_finite(c: _Checker, node: Any, where: str) -> None:
+    """No NaN or infinity anywhere in a block (JSON's `NaN`/`Infinity`, which Python's reader accepts);
+    other leaves are not checked."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(c, value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_finite(c, value, f"{where}[{i}]")
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        c.number(node, where)
+
+
+def _check_settings(c: _Checker, settings: dict[str, Any], where: str) -> None:
+    """`settings` (metrics.evaluation_settings): the values the report compares between seeds must be of
+    their type, so that two seeds evaluated alike compare equal and others differ."""
+    split = settings.get("split")
+    if split is not None:
+        c.mapping(split, f"{where}.split")
+        c.text(split.get("data"), f"{where}.split.data")
+        c.text(split.get("split"), f"{where}.split.split")
+        for key in ("frames", "sequences", "max_objects"):
+            c.integer(split.get(key), f"{where}.split.{key}", 0)
+    for key in ("samples", "particles", "batch_size", "version"):
+        c.integer(settings.get(key), f"{where}.{key}", 0)
+    c.text(settings.get("data_checksum"), f"{where}.data_checksum")
 
 
 def _check_numbers(c: _Checker, node: Any, where: str) -> None:

@@ -31,7 +31,7 @@ def assert_one_line(code: int, err: str, *needles: str) -> None:
 def quick_suite_doc(tmp_path: Path, **changes: Any) -> dict[str, Any]:
     """suites/quick.yaml as one mapping (its `base:` chain resolved), with its data and results under
     tmp_path and `changes` (dotted keys, e.g. `train.batch_size`) applied."""
-    doc = load_suite_mapping(ROOT / "suites" / "quick.yaml")
+    doc = load_suite_mapping(ROOT / "suites" / "quick.yaml", root=ROOT)
     doc["results"] = str(tmp_path / "results")
     for name, ds in doc["data"].items():
         ds["path"] = str(tmp_path / f"{name}.h5")

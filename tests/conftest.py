@@ -3,8 +3,8 @@
 Why: the tests run many tiny ops (small models, a few sequences). On a 2-core machine shared with
 other work, two intra-op threads wait on each other at every op, which made such tests 30x-400x
 slower and their timings erratic; one thread is as fast for these sizes. A test that needs another
-count sets it itself (tests/test_learning.py uses 2); `_restore_one_thread` puts the count back to
-1 after each test so such a setting never leaks into the tests that follow.
+count sets it itself (the learning checks set theirs, tests/learning_checks.py); `_restore_one_thread`
+puts the count back to 1 after each test so such a setting never leaks into the tests that follow.
 
 `@pytest.mark.needs_compiler`: a test that runs torch.compile with inductor (which builds C++)
 is skipped, with the reason, where no working C++ compiler is found (compiler.compiler_problem),

@@ -1,4 +1,4 @@
-"""`run --dry-run`'s cost block (rsqair_bench/runner/cost.py) and `run`'s device check (device.check_run_device).
+"""`run --dry-run`'s cost block (rsqair_bench/runner/cost.py, cost_model.py, throughput.py) and `run`'s device check (device.check_run_device).
 
 The suite below is small enough to work its cost out by hand. Its protocol: 320 training sequences,
 batch 32 -> a validation every epoch of 10 iterations; curriculum 3 -> 5 frames, +1 every 10
@@ -31,7 +31,7 @@ from rsqair_bench.cli import main
 from rsqair_bench.config import SuiteConfig, TrainConfig, load_config
 from rsqair_bench.core.device import check_run_device
 from rsqair_bench.errors import ConfigError
-from rsqair_bench.runner import cost
+from rsqair_bench.runner import bench_file, cost, cost_model, throughput
 from rsqair_bench.runner.suite import validate_suite
 from rsqair_bench.training.schedule import EarlyStopping, curriculum_length
 
@@ -103,17 +103,17 @@ def test_dry_run_prints_hand_computed_cost_from_a_throughput_file(tmp_path: Path
 
 def test_job_seconds_match_the_hand_computation(tmp_path: Path) -> None:
     suite = _load(tmp_path)
-    figure = cost.read_bench_file(_bench_file(tmp_path / "fake.json"))
-    rates = cost.rates_for(suite, figure, "sqair")
+    figure = bench_file.read_bench_file(_bench_file(tmp_path / "fake.json"))
+    rates = cost_model.rates_for(suite, figure, "sqair")
     assert rates.seconds_per_frame_iteration == pytest.approx(200.0)
     assert rates.seconds_per_validation == pytest.approx(5_000.0)
     assert rates.seconds_per_evaluation == pytest.approx(10_000.0)
-    low, high = cost.job_time(30, suite, rates, 10), cost.job_time(100, suite, rates, 10)
+    low, high = cost_model.job_time(30, suite, rates, 10), cost_model.job_time(100, suite, rates, 10)
     assert (low.seconds, high.seconds) == (pytest.approx(49_000.0), pytest.approx(154_000.0))
     assert not low.capped and not high.capped
-    assert cost.makespan([49_000.0] * 4, 1) == 196_000.0
-    assert cost.makespan([49_000.0] * 4, 2) == 98_000.0
-    assert cost.makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0  # jobs start in order on the first free slot
+    assert cost_model.makespan([49_000.0] * 4, 1) == 196_000.0
+    assert cost_model.makespan([49_000.0] * 4, 2) == 98_000.0
+    assert cost_model.makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0  # jobs start in order on the first free slot
 
 
 def test_it_per_s_is_printed_for_the_suites_setting_and_models_keep_their_own_figure(
@@ -133,11 +133,11 @@ def test_it_per_s_is_printed_for_the_suites_setting_and_models_keep_their_own_fi
 
 def test_range_ends_follow_train_py(tmp_path: Path) -> None:
     epoch = TrainConfig(batch_size=32, early_stop_patience=10, max_iterations=200_000)
-    rng = cost.iteration_range(epoch, 50_000)  # the paper protocol: validation once per epoch of 1,562
+    rng = cost_model.iteration_range(epoch, 50_000)  # the paper protocol: validation once per epoch of 1,562
     assert (rng.validate_every, rng.earliest, rng.latest, rng.curriculum_done) == (1_562, 17_182, 200_000, 70_000)
     assert rng.early_stop_possible
     late = TrainConfig(validate_every=250, early_stop_patience=100, max_iterations=10_000)
-    rng = cost.iteration_range(late, 4_000)
+    rng = cost_model.iteration_range(late, 4_000)
     assert (rng.earliest, rng.latest, rng.early_stop_possible) == (10_000, 10_000, False)
 
 
@@ -151,7 +151,7 @@ def test_earliest_stop_is_where_early_stopping_can_first_stop() -> None:
         stopper.update(score, iteration)
         if stopper.should_stop:
             break
-    assert iteration == cost.earliest_stop(train, train.validate_every) == 35
+    assert iteration == cost_model.earliest_stop(train, train.validate_every) == 35
     improving = EarlyStopping(train.early_stop_patience)
     for score in range(10):  # every validation better than the last: never stops
         improving.update(float(score))
@@ -161,7 +161,7 @@ def test_earliest_stop_is_where_early_stopping_can_first_stop() -> None:
 @pytest.mark.parametrize("start,every,top,n", [(3, 10, 5, 0), (3, 10, 5, 25), (3, 10, 5, 100), (3, 4, 10, 301), (10, 5, 10, 7)])
 def test_frame_iterations_is_the_sum_of_curriculum_lengths(start: int, every: int, top: int, n: int) -> None:
     train = TrainConfig(curriculum_start=start, curriculum_every=every, curriculum_max=top)
-    assert cost.frame_iterations(n, train) == sum(curriculum_length(i, train) for i in range(n))
+    assert cost_model.frame_iterations(n, train) == sum(curriculum_length(i, train) for i in range(n))
 
 
 def test_time_cap_limits_iterations_and_hours(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,14 +202,14 @@ def test_committed_file_choice_needs_the_device_kind_and_architecture(tmp_path: 
     assert "differs: threads 2 (run: 1; not scaled)" in used
 
 
-def test_no_file_measures_here_and_says_so(tmp_path: Path) -> None:
+def test_measure_when_asked_times_steps_here_and_says_so(tmp_path: Path) -> None:
     doc = _suite_doc(tmp_path)
     doc["models"] = ["sqair"]
     doc["model_config"] = {"n_hidden": 16, "glimpse_size": 5}  # tiny: two steps take well under a second
     doc["train"] |= {"batch_size": 2, "particles": 2}
     path = _write_suite(tmp_path, doc)
     suite = validate_suite(load_config(SuiteConfig, path), path)
-    lines = cost.cost_lines(suite, 1, bench_dir=tmp_path / "empty")
+    lines = cost.cost_lines(suite, 1, throughput="measure", bench_dir=tmp_path / "empty")
     (used,) = [line for line in lines if line.startswith("  throughput")]
     assert used.startswith("  throughput measured: 2 eager training steps of sqair here")
     assert lines[-1].endswith("(estimate, measured throughput)")
@@ -228,6 +228,7 @@ def test_assumed_rate_is_labelled_and_used(tmp_path: Path) -> None:
 
 def test_cuda_suite_without_cuda_names_the_missing_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cost, "cuda_available_probe", lambda: False)
+    monkeypatch.setattr(throughput, "cuda_available_probe", lambda: False)
     doc = _suite_doc(tmp_path)
     doc["device"] = "cuda"
     path = _write_suite(tmp_path, doc)
@@ -237,7 +238,7 @@ def test_cuda_suite_without_cuda_names_the_missing_figure(tmp_path: Path, monkey
     assert lines[-1].startswith("  time: no throughput figure for cuda") and "pass --throughput" in lines[-1]
 
 
-@pytest.mark.parametrize("value,message", [("nope.json", "cannot read it"), ("0", "a positive it/s"),
+@pytest.mark.parametrize("value,message", [("nope.json", "cannot read it"), ("0", "a training rate between 1e-06 and 1e+06 it/s"),
                                            ("bad.json", "not a `bench --json` file")])
 def test_bad_throughput_is_one_line_before_any_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                       value: str, message: str) -> None:

@@ -1,151 +1,117 @@
 """It must learn: a small SQAIR trained through the real pipeline (generated data, train_job,
-evaluate_checkpoint) improves its IWAE bound and puts objects on balls; and, with the learning
-suite's switches, it covers the balls and its prior predicts the next frame better than copying the
-last one.
+evaluate_checkpoint) improves its IWAE bound and puts objects on balls; and it covers the balls and its
+prior predicts the next frame better than copying the last one.
 
-Scale of the first check (CPU, minutes): 1-3 balls, 3-frame windows, n_hidden 64, 10x10 glimpses,
-Adam, 1,200 iterations. It used to assert count accuracy above the majority answer; measured on
-three seeds after the step-speed change (which reorders the random draws), count accuracy was
-0.236 / 0.444 / 0.340 against a majority answer of 0.417, and an untrained model scores 0.354: at
-this scale the count is noise, not a learning signal. Coverage (balls with an object centre within
-5 px, `matching.inferred.coverage`) is: untrained 0.010, trained 0.285 / 0.378 / 0.295 (seeds 0-2).
+What each check runs and asserts is in `tests/learning_checks.py` (`CHECKS`), shared with
+`tools/learning_margins.py`, which measures every threshold's margin over seeds x kernel families x a
+rounding perturbation (docs/reproducibility.md). Both checks use the learning suite's switches
+(`suites/learn.yaml`), run eager on one thread, and are deterministic for a given CPU kind and torch
+build; on another CPU they follow another trajectory, which is why each threshold holds by the margin
+measured in its docstring.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from rsqair_bench.config import EvalConfig, EvalSplit, JobConfig, ModelConfig, SuiteConfig, TrainConfig, load_config
-from rsqair_bench.data.h5 import generate_file
-from rsqair_bench.data.loader import BallsDataset
-from rsqair_bench.evaluation.evaluate import evaluate_checkpoint
-from rsqair_bench.evaluation.scores import visible_objects
-from rsqair_bench.registry import ModelFactory
-from rsqair_bench.runner.suite import validate_suite
-from rsqair_bench.training.loop import train_job
-
-ITERATIONS = 1200
-BOUND_GAIN = 300.0  # nats per 3-frame sequence, last 100 iterations vs first 100
-MIN_COVERAGE = 0.15  # untrained 0.010; after 1,200 iterations 0.285-0.378 over seeds 0-2
-
-
-@pytest.mark.slow
-def test_sqair_improves_its_bound_and_finds_the_balls(tmp_path: Path, restore_torch_threads: None) -> None:
-    torch.set_num_threads(2)
-    data = generate_file(tmp_path / "balls.h5", "1-3", {"training": 512, "validation": 32, "test": 96},
-                         frames=4, size=64, seed=0, progress=False)
-    job = JobConfig(
-        model="sqair", seed=0, train_data=str(data), device="cpu",
-        model_config=ModelConfig(max_objects=3, n_hidden=64, glimpse_size=10),
-        train=TrainConfig(optimizer="adam", learning_rate=3e-4, batch_size=16, max_iterations=ITERATIONS,
-                          curriculum_start=3, curriculum_max=3, validate_every=400, checkpoint_every=400,
-                          log_every=100, early_stop_patience=100),
-    )
-    train_job(job, tmp_path / "job", progress=False)
-
-    with (tmp_path / "job" / "train_log.csv").open() as fh:
-        bounds = [float(row["iwae_bound"]) for row in csv.DictReader(fh)]
-    assert bounds[-1] - bounds[0] > BOUND_GAIN, f"IWAE bound per 100 iterations: {bounds}"
-
-    metrics = evaluate_checkpoint(tmp_path / "job" / "best.pt", str(data),
-                                  EvalSplit(data="balls", split="test", frames=3), EvalConfig(samples=1),
-                                  device="cpu")
-    groups = torch.stack([item["groups"] for item in BallsDataset(str(data), "test", frames=3)])
-    visible = visible_objects(groups).flatten()
-    majority = max((visible == c).float().mean().item() for c in visible.unique())
-    coverage = metrics["matching"]["inferred"]["coverage"]
-    print(f"\nlearning check: IWAE bound {bounds[0]:.1f} -> {bounds[-1]:.1f} (per 100 iterations: "
-          f"{[round(b, 1) for b in bounds]}); coverage {coverage:.3f}; count accuracy "
-          f"{metrics['count_accuracy']:.3f} (majority answer {majority:.3f}, not asserted: see the module docstring)")
-    assert coverage > MIN_COVERAGE, f"coverage {coverage:.3f}; bounds {bounds}"
-
-
-DYNAMICS_ITERATIONS = 1000  # a fixed count keeps the check deterministic (eager, one thread)
-# Thresholds and the runs that set them: see `test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last`.
-MIN_GAIN_OVER_COPY_LAST = 150.0  # nats, sampled frame 10; worst measured run 209.7
-MIN_TRACKED_FRACTION = 0.5  # worst 0.862
-MIN_DYNAMICS_COVERAGE = 0.75  # worst 0.873 (it was 0.9, which seed 1 fails)
-MAX_DYNAMICS_DUPLICATES = 0.2  # worst 0.097 (it was 0.05, which seed 1 fails)
-LEARN_SUITE = Path(__file__).resolve().parents[1] / "suites" / "learn.yaml"
+from tests.learning_checks import BOUNDS, DYNAMICS, run_check
 
 
 @pytest.fixture
 def restore_torch_threads() -> Iterator[None]:
-    """The check sets the thread count it was measured with; put the caller's back afterwards."""
+    """A check sets the thread count it was measured with; put the caller's back afterwards."""
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
 
 
-def dynamics_check_job(data: Path, seed: int = 0, threads: int = 1) -> JobConfig:
-    """suites/learn.yaml's model and training settings (read, not copied), shortened to a test:
-    1,000 iterations, the curriculum 3 -> 10 frames by iteration 980 (every 140), no lr decay (the
-    suite's first is at 2,000), no time limit, eager (no compiler needed, no compile time)."""
-    suite = validate_suite(load_config(SuiteConfig, LEARN_SUITE), LEARN_SUITE)
-    return JobConfig(
-        model="sqair", seed=seed, train_data=str(data), device="cpu",
-        model_config=dataclasses.replace(suite.model_config, compile=False),
-        train=dataclasses.replace(suite.train, max_iterations=DYNAMICS_ITERATIONS, max_minutes=None, lr_decay_at=[],
-                                  curriculum_every=140, torch_threads=threads),
-    )
+@pytest.mark.slow
+def test_sqair_improves_its_bound_and_finds_the_balls(tmp_path: Path, restore_torch_threads: None) -> None:
+    """suites/learn.yaml's 4-ball data, model and optimizer (n_hidden 64, 10x10 glimpses, velocity
+    prior, residual discovery, Adam 3e-4, clipping at 10) on 3-frame windows, no lr decay, eager, one
+    thread, 600 iterations (`learning_checks.bound_check_job`). The training IWAE bound (means of 100
+    iterations) must rise by more than 500 nats per 3-frame window (`BOUND_GAIN`), and best.pt's objects
+    must cover more than half of the balls on 100 test sequences (`MIN_BOUND_COVERAGE`; an untrained model
+    covers about 1% of them on the same data at 10 frames, as the dynamics check says).
 
+    Measured on this repository's 2-core AMD EPYC (AVX-512, no AMX), torch 2.13.0+cpu, 2026-12-04
+    (`python tools/learning_margins.py run --out FILE --checks bound --seeds S --families F`, the same
+    function; `default` is the CPU's own kernels, AVX-512 here; `avx2` caps ATen, MKL and oneDNN at AVX2):
 
-def run_dynamics_check(workdir: Path, seed: int = 0, threads: int = 1, model_factory: ModelFactory | None = None) -> dict:
-    """Train the check's job and evaluate its best.pt on learn.yaml's 4-ball test split (50 sequences)."""
-    suite = validate_suite(load_config(SuiteConfig, LEARN_SUITE), LEARN_SUITE)
-    ds = suite.data[suite.train_data]
-    data = generate_file(workdir / "balls4.h5", ds.balls, dict(ds.splits), frames=ds.frames, size=ds.size,
-                         seed=ds.seed, progress=False)
-    train_job(dynamics_check_job(data, seed, threads), workdir / "job", progress=False, model_factory=model_factory)
-    return evaluate_checkpoint(workdir / "job" / "best.pt", str(data),
-                               EvalSplit(data="balls4", split="test", frames=10, sequences=50),
-                               EvalConfig(samples=5, particles=5), device="cpu")
+    | run | bound gain (nats) | coverage | duplicates | count accuracy |
+    |---|---|---|---|---|
+    | seed 0, default | 1,912.4 (-511.2 -> 1,401.3) | 0.916 | 0.026 | 0.880 |
+    | seed 0, avx2 | 1,903.0 (-511.2 -> 1,391.8) | 0.916 | 0.022 | 0.907 |
+    | threshold | > 500 | > 0.5 | not asserted | not asserted |
+    | margin of the worst run | 1,403.0 | 0.416 | — | — |
+
+    A model that stays at the empty frame gains about 60 nats here (-511 -> -451 over the first 200
+    iterations, before seed 0 took off) and covers about 1% of the balls, so each threshold sits between
+    the two outcomes, far from both. Seeds 1 and 2 and the perturbed runs were not measured in this
+    change (the 2-core machine was shared; docs/reproducibility.md lists the command).
+
+    Why this setting. Until issue 30 the check ran the reference's switches (rnn prior, image
+    discovery, no clipping) on 1-3 balls, Adam 3e-4 cut to a third at iterations 240 and 600, two
+    threads. It took off on some trajectories and not on others: 755.4 -> 1,104.4 nats here; 755.3 ->
+    765.4 on issue 30's AVX-512 + AMX machine, every run; 755 -> 764 here after a float32 rounding
+    change (stacked matmul weights, docs/sqair.md "Step speed"); here under AVX2 kernels 755.4 / 772.5 /
+    779.2 for the first 300 iterations and 935.6 at 400, after its learning rate had been cut. On 1-3
+    balls the learning suite's switches stayed at the empty frame as well (seed 0: 744.9 -> 771.4
+    through 700 iterations, then stopped). A check that takes off on one trajectory and not on another
+    rides the machine's rounding, so it now trains on learn.yaml's 4 balls, where these switches take
+    off on every seed and kernel family measured (between iterations 200 and 300 on seed 0). The
+    reference model's learning is shown at paper size (results/paper-size-cpu/README.md), not in CI.
+
+    Count accuracy is printed, not asserted: on 1-3 balls it was noise (seeds 0-2: 0.236 / 0.444 /
+    0.340 against a majority answer of 0.417; untrained 0.354), and on 4 balls every frame has 4."""
+    figures = run_check(BOUNDS, tmp_path)
+    print(f"\nlearning check: IWAE bound {figures['bound_first']:.1f} -> {figures['bound_last']:.1f} "
+          f"(gain {figures['bound_gain']:.1f}); coverage {figures['coverage']:.3f}; duplicates "
+          f"{figures['duplicates']:.3f}; count accuracy {figures['count_accuracy']:.3f} (not asserted)")
+    assert not BOUNDS.failures(figures), f"{BOUNDS.failures(figures)}; figures {figures}"
 
 
 @pytest.mark.slow
 def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path, restore_torch_threads: None) -> None:
     """The learned-dynamics check: 4 balls, the learning suite's switches (velocity prior, small
     initial prior std, VIMCO, clipping, residual discovery with first-frame boxes on the residual's
-    peak), eager, 1,000 iterations. The frame sampled from the propagation prior must beat copying the
-    last observed frame by MIN_GAIN_OVER_COPY_LAST nats on the same frames; the inferred frames must
-    cover the balls without duplicates; the model must track most balls.
+    peak), eager, 1,000 iterations (`learning_checks.dynamics_check_job`). The frame sampled from the
+    propagation prior must beat copying the last observed frame by more than 150 nats on the same
+    frames; the inferred frames must cover the balls (>= 0.75) without duplicates (<= 0.2); the model
+    must track most balls (> 0.5).
 
-    Measured (`python tools/learning_margins.py SEED THREADS`, the same function; sampled frame 10,
-    copy-last -114.7 nats on these 50 sequences):
+    Measured on the same AMD EPYC, torch 2.13.0+cpu (sampled frame 10, copy-last -114.7 nats on these 50
+    sequences); the `default` rows on 2026-11-29 with the tool's earlier form (`python
+    tools/learning_margins.py SEED 1 [--perturb]`, the same function; the training code is unchanged
+    since), the `avx2` rows on 2026-12-04 (`run --checks dynamics --seeds S --families avx2`):
 
     | run | gain over copy-last (nats) | tracked fraction | coverage | duplicates | tracked prior / copy-last px |
     |---|---|---|---|---|---|
-    | seed 0 | 266.1 | 0.949 | 0.960 | 0.011 | 2.83 / 3.03 |
-    | seed 1 | 209.7 | 0.862 | 0.873 | 0.097 | 3.01 / 3.04 |
-    | seed 2 | 278.9 | 0.924 | 0.930 | 0.028 | 2.82 / 3.04 |
-    | seed 0, rounding perturbed (`--perturb`) | 226.2 | 0.944 | 0.944 | 0.017 | 3.05 / 3.03 |
+    | seed 0, default | 266.1 | 0.949 | 0.960 | 0.011 | 2.83 / 3.03 |
+    | seed 1, default | 209.7 | 0.862 | 0.873 | 0.097 | 3.01 / 3.04 |
+    | seed 2, default | 278.9 | 0.924 | 0.930 | 0.028 | 2.82 / 3.04 |
+    | seed 0, default, rounding perturbed | 226.2 | 0.944 | 0.944 | 0.017 | 3.05 / 3.03 |
+    | seed 0, avx2 (what `.ci/run`'s second family runs) | 259.1 | 0.938 | 0.947 | 0.017 | 2.74 / 3.03 |
     | threshold | > 150 | > 0.5 | >= 0.75 | <= 0.2 | not asserted |
-    | margin of the worst run | 59.7 | 0.36 | 0.12 | 0.10 | — |
+    | margin of the worst run (seed 1, default) | 59.7 | 0.36 | 0.12 | 0.10 | — |
 
-    Every threshold is cleared by the worst of the four runs by the margin in the last row, and is far
-    from what an untrained model scores (coverage 0.01, gain below 0: it draws nothing). The tracked
-    prior error against copy-last's is printed, not asserted: the rounding-perturbed run of seed 0
-    has it 0.02 px worse than copy-last and seed 1 only 0.03 px better, so one rounding change flips
-    it (a float32 change once did, docs/sqair.md); the data LL gain carries the claim "the prior
-    predicts the next frame better than copying the last one" with a margin of 60 nats."""
-    metrics = run_dynamics_check(tmp_path)
-    model_ll = metrics["data_ll"]["mean"]
-    copy_ll = metrics["references"]["copy_last"]["data_ll"]
-    sampled = metrics["matching"]["sampled"]
-    print(f"\ndynamics check: sampled frame 10 data LL {model_ll:.1f} vs copy-last {copy_ll:.1f} "
-          f"(const-velocity oracle {metrics['references']['const_velocity']['data_ll']:.1f}); prior centre error "
-          f"{sampled['centre_error_px']['mean']:.2f} px (capped, copy-last "
-          f"{metrics['references']['copy_last']['centre_error_px']:.2f}); tracked balls {sampled['tracked']}; "
-          f"coverage {metrics['matching']['inferred']['coverage']:.3f}")
-    assert model_ll - copy_ll > MIN_GAIN_OVER_COPY_LAST, f"sampled frame {model_ll:.1f} nats vs copy-last {copy_ll:.1f}"
-    tracked = sampled["tracked"]
-    assert tracked["tracked_fraction"] > MIN_TRACKED_FRACTION, f"the model tracks too few balls: {tracked}"
-    inferred = metrics["matching"]["inferred"]
-    assert inferred["coverage"] >= MIN_DYNAMICS_COVERAGE, f"coverage {inferred['coverage']:.3f}"
-    assert inferred["duplicates"] <= MAX_DYNAMICS_DUPLICATES, f"duplicates {inferred['duplicates']:.3f}"
+    Seeds 1 and 2 under avx2 and the perturbed avx2 run were not measured in this change (the 2-core
+    machine was shared: the seed-0 avx2 run took 71 minutes); docs/reproducibility.md gives the command.
+
+    Every threshold is far from what an untrained model scores (coverage 0.01, gain below 0: it draws
+    nothing). The tracked prior error against copy-last's is printed, not asserted: one rounding change
+    flips it (seed 0 perturbed: 3.05 px against copy-last's 3.03, seed 1: 3.01 against 3.04, measured
+    2026-11-29), so the data LL gain carries the claim "the prior predicts the next frame better than
+    copying the last one"."""
+    figures = run_check(DYNAMICS, tmp_path)
+    print(f"\ndynamics check: sampled frame 10 data LL {figures['data_ll']:.1f} vs copy-last {figures['copy_last']:.1f} "
+          f"(const-velocity oracle {figures['const_velocity']:.1f}); prior centre error "
+          f"{figures['prior_centre_error_px']:.2f} px (capped, copy-last {figures['copy_last_centre_error_px']:.2f}); "
+          f"tracked fraction {figures['tracked_fraction']:.3f}, tracked prior / copy-last error "
+          f"{figures['tracked_prior_px']:.2f} / {figures['tracked_copy_last_px']:.2f} px; coverage "
+          f"{figures['coverage']:.3f}, duplicates {figures['duplicates']:.3f}")
+    assert not DYNAMICS.failures(figures), f"{DYNAMICS.failures(figures)}; figures {figures}"

@@ -45,13 +45,15 @@ def _probe(args: list[str], cwd: Path) -> dict:
     ["--help"],
     ["run", "--help"],
     ["validate", "SUITE"],
-    # with a given rate: the dry run's cost estimate measures throughput (torch) only when it has no figure
+    # the dry run measures throughput (torch) only when asked (`--throughput measure`)
     ["run", "SUITE", "--dry-run", "--throughput", "2.0"],
+    ["run", "SUITE", "--dry-run"],
 ])
 def test_help_validate_and_dry_run_do_not_import_torch(tmp_path, args):
     suite = tmp_path / "quick.yaml"  # run from tmp_path: results/ and data/ land there
     shutil.copy(ROOT / "suites" / "quick.yaml", suite)
-    shutil.copy(ROOT / "suites" / "learn.yaml", tmp_path / "learn.yaml")  # its `base:`
+    (tmp_path / "suites").mkdir()
+    shutil.copy(ROOT / "suites" / "learn.yaml", tmp_path / "suites" / "learn.yaml")  # its `base:`, from the cwd
     result = _probe([str(suite) if a == "SUITE" else a for a in args], tmp_path)
     assert result["code"] == 0, result
     assert result["imported"] == [], f"{' '.join(args)} imported {result['imported']}"

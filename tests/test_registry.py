@@ -109,6 +109,7 @@ def test_plugin_named_in_a_suite_is_validated(tmp_path: Path) -> None:
         seeds: [0]
         data: {{balls4: {{path: {tmp_path / 'b.h5'}, splits: {{training: 4, validation: 2, test: 2}}}}}}
         train: {{batch_size: 4}}
+        eval: {{splits: {{balls4/test: {{data: balls4}}}}}}
         plugins: [{path}]
     """))
     suite = load_config(SuiteConfig, suite_file)

@@ -248,7 +248,7 @@ def test_case05_train_checks_ranges_before_writing(tmp_path: Path, fake_h5: Path
     cfg.write_text(dump_yaml(job))
     out = tmp_path / "out"
     code, err = _main(["train", str(cfg), "--out", str(out), "--no-progress"], capsys)
-    _one_line(code, err, "model_config.max_objects", ">= 1")
+    _one_line(code, err, "model_config.max_objects", "between 1 and 64")
     assert not out.exists()
 
 

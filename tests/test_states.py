@@ -206,6 +206,7 @@ def test_states_block_parses_and_null_means_the_pixel_track() -> None:
     (StatesConfig(history=4), CONFIG, "states.history"),  # 3 displacements need z_what >= 6
     (StatesConfig(history=1), CONFIG, "states.history"),
     (StatesConfig(), ModelConfig(prop_prior="residual"), "model_config.prop_prior"),
+    (StatesConfig(), ModelConfig(prop_prior="velocity", prop_velocity_space="shift"), "model_config.prop_velocity_space"),
 ])
 def test_states_ranges_name_the_key(states: StatesConfig, model: ModelConfig, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"s.yaml: {key}: expected"):
@@ -233,9 +234,9 @@ def test_posterior_error_reads_as_a_noise_std() -> None:
     assert sigma_of_error(float(sample.norm(dim=-1).mean())) == pytest.approx(0.9, rel=0.01)
 
 
-def write_metrics_file(directory: Path, splits: dict) -> None:
+def write_metrics_file(directory: Path, splits: dict, model: str = "sqair", suite: str = "s") -> None:
     directory.mkdir(parents=True)
-    (directory / "metrics.json").write_text(json.dumps({"model": "sqair", "seed": 0, "splits": splits}))
+    (directory / "metrics.json").write_text(json.dumps({"model": model, "seed": 0, "suite": suite, "splits": splits}))
 
 
 def test_posterior_marks_come_from_a_pixel_results_directory(tmp_path: Path) -> None:
@@ -286,7 +287,7 @@ def test_a_states_suite_runs_and_reports(tmp_path: Path, balls_file: Path) -> No
     again = run_suite(suite, out=open(tmp_path / "run2.log", "w"))  # noqa: SIM115
     assert again.count("skipped") == 6  # finished jobs are not run again
     # a directory that mixes the two tracks is refused, in one line
-    write_metrics_file(tmp_path / "results" / "tiny" / "sqair+rmc" / "seed0", {})
+    write_metrics_file(tmp_path / "results" / "tiny" / "sqair+rmc" / "seed0", {}, model="sqair+rmc", suite="tiny")
     with pytest.raises(DataError, match="mixes state-space jobs"):
         write_report(tmp_path / "results" / "tiny")
 

@@ -141,24 +141,31 @@ def _settings_that_differ(a: object, b: object, prefix: str = "") -> set[str]:
 
 def test_paper_size_evidence_runs_differ_only_in_the_settings_under_test() -> None:
     """results/paper-size-cpu compares the learning suite's settings (run a) with the reference's
-    (run b) at the paper's size. The comparison is fair only if data, size, budget, threads and
-    evaluation are the same, and (a) and (b) really are those suites' settings; generalization.yaml
-    runs the set that learned best there, (b)."""
+    (run b) at the paper's size, and run (c) is (a) without the prior's scale bias. The comparison is
+    fair only if data, size, budget, threads and evaluation are the same, and the runs really are those
+    suites' settings; generalization.yaml runs the set that learned dynamics there, (c)'s switches and
+    optimizer, with the reference's iteration budget."""
     def job(name: str):
         return expand_jobs(load_config(SuiteConfig, ROOT / "suites" / name))[0]
 
     a, b = job("paper-size-cpu/learn-switches.yaml"), job("paper-size-cpu/reference-switches.yaml")
+    c = job("paper-size-cpu/learn-nobias.yaml")
     switches = {"prop_prior", "prop_prior_scale_bias", "disc_input", "disc_box_centre"}
     optimizer = {"optimizer", "learning_rate", "max_iterations", "curriculum_every", "grad_clip"}
     assert _settings_that_differ(to_dict(a.config), to_dict(b.config)) == (
         {f"model_config.{k}" for k in switches} | {f"train.{k}" for k in optimizer})
-    assert a.eval == b.eval and a.config.train.max_minutes == 60 and a.config.model_config.n_hidden == 256
-    for run, suite in ((a, "learn.yaml"), (b, "reference.yaml"), (b, "generalization.yaml")):
+    assert _settings_that_differ(to_dict(a.config), to_dict(c.config)) == {
+        "model_config.prop_prior_scale_bias", "train.max_minutes"}
+    assert a.eval == b.eval == c.eval and a.config.train.max_minutes == 60 and a.config.model_config.n_hidden == 256
+    assert c.config.model_config.prop_prior_scale_bias is None and c.config.train.max_minutes == 120
+    runs = ((a, "learn.yaml", switches | optimizer), (b, "reference.yaml", switches | optimizer),
+            (c, "generalization.yaml", switches | (optimizer - {"max_iterations"})))
+    for run, suite, keys in runs:
         source = job(suite).config
-        for key in switches:
-            assert getattr(run.config.model_config, key) == getattr(source.model_config, key), (suite, key)
-        for key in optimizer:
-            assert getattr(run.config.train, key) == getattr(source.train, key), (suite, key)
+        for key in keys:
+            part = "model_config" if key in switches else "train"
+            assert getattr(getattr(run.config, part), key) == getattr(getattr(source, part), key), (suite, key)
+    assert job("generalization.yaml").config.train.max_iterations == job("reference.yaml").config.train.max_iterations
 
 
 def test_cli_prints_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,11 @@ split 80/10/10 into training/validation/test (validation = test = max(1, N // 10
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from rsqair_bench.config import DataSetConfig
 from rsqair_bench.core.io import hold_lock
 from rsqair_bench.data.h5 import (
     SPLIT_NAMES,
+    check_request,
     checksum_reports,
     file_parameters,
     generate_file,
@@ -25,7 +30,7 @@ from rsqair_bench.data.h5 import (
     validate_split,
 )
 from rsqair_bench.data.physics import parse_balls
-from rsqair_bench.errors import ConfigError, DataError
+from rsqair_bench.errors import ConfigError, DataError, LockedError
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +144,41 @@ def _generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise DataError(f"{out}: is a directory, expected a file path for --out")
-    if out.exists() and not args.force:
-        raise DataError(f"{out}: already exists; pass --force to overwrite it, or choose another --out")
-    path = generate_file(out, balls, splits, frames, size, seed, progress=not args.no_progress)
+    _refuse_existing(out, args.force)
+    check_request(out, balls, splits, frames, size)  # every refusal before the lock file is made
+    with _generation_lock(out) if not args.force else contextlib.nullcontext():
+        _refuse_existing(out, args.force)  # again under the lock: another generator may have finished meanwhile
+        path = generate_file(out, balls, splits, frames, size, seed, progress=not args.no_progress)
     print(f"wrote {path} ({', '.join(f'{k}={v}' for k, v in splits.items())}; {frames} frames, {size}x{size}, seed {seed})")
     return 0
+
+
+def _refuse_existing(out: Path, force: bool) -> None:
+    if os.path.lexists(out) and not force:
+        raise DataError(f"{out}: already exists; pass --force to overwrite it, or choose another --out")
+
+
+@contextlib.contextmanager
+def _generation_lock(out: Path) -> Iterator[None]:
+    """Hold OUT.lock, the lock `ensure_dataset` takes, while the file is checked, generated and renamed
+    (without --force; with it, replacing the file is what was asked). The lock file stays, as
+    ensure_dataset's does.
+
+    Why: two `data generate --out F` without --force started together both found no F, both wrote it
+    and both said `wrote F`; the first file was silently replaced. Under the lock the second waits,
+    then finds F and refuses. Without the output's directory there is no lock to take, and
+    generate_file refuses the request."""
+    if not out.parent.is_dir():
+        yield
+        return
+    lock = str(out) + ".lock"
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(hold_lock(lock, 0))
+        except LockedError:
+            print(f"waiting for another process writing {out} (it holds {lock})", file=sys.stderr)
+            held.enter_context(hold_lock(lock))
+        yield
 
 
 # ----------------------------------------------------------------------------- inspect

@@ -154,6 +154,15 @@ def _check_resources(path: Path, balls: str, splits: dict[str, int], frames: int
     limits.check_disk(limits.generate_file_bytes(total, frames, n_max), path.parent, f"{path}: {total} sequences")
 
 
+def check_request(path: str | Path, balls: str, splits: dict[str, int], frames: int, size: int) -> None:
+    """The refusals `generate_file` makes before it allocates or writes anything (ranges, the output's
+    directory, memory and disk), for a caller that must refuse before it takes the output's lock
+    (`data generate`: a refused request leaves no lock file behind)."""
+    path = Path(path)
+    _validate_request(path, balls, splits, frames, size)
+    _check_resources(path, balls, splits, frames, size, CHUNK_SEQUENCES, PhysicsParams())
+
+
 def generate_file(
     path: str | Path,
     balls: str,

@@ -8,8 +8,10 @@ frame T's latents from the propagation prior (discovery off), decode, and score 
   (`collisions` mask, restricted to ball pixels `groups > 0`); 0 for sequences without one.
 Both are averaged over sequences, once per sampled last frame (`eval.samples`). Also: the
 whole-sequence IWAE bound (`eval.particles`), object-count accuracy and throughput; the reference
-predictors' scores on the same frames (`references`), object-ball matching (`matching`), and
-whether T exceeds the checkpoint's trained horizon (`beyond_trained_horizon`).
+predictors' scores on the same frames (`references`), object-ball matching (`matching`), the prior's
+error taken apart at frame T (`prior_decomposition`) and its one-step error at every frame t = 3..T
+(`one_step`, over `onestep_sequences` sequences: those beyond the sampled frame's get one more
+one-sample posterior pass), and whether T exceeds the checkpoint's trained horizon (`beyond_trained_horizon`).
 """
 
 from __future__ import annotations
@@ -179,8 +181,9 @@ def evaluate_checkpoint(
     checkpoint = Path(checkpoint)
     state = ckpt.load_checkpoint(checkpoint)  # once; fail on a bad checkpoint before reading data
     crop = int(state.get("model_config", {}).get("image_size", 50))
-    dataset = _eval_dataset(dataset_factory or default_dataset_factory, data_path, split, crop)
+    dataset, extra = _eval_datasets(dataset_factory or default_dataset_factory, data_path, split, crop)
     n = len(dataset)  # type: ignore[arg-type]
+    n_one_step = n if split.onestep_sequences is None else min(split.onestep_sequences, n + len(extra))  # type: ignore[arg-type]
     check_eval_memory(split, eval_cfg, n, state, dev)  # before the model and the first batch exist
     model, state = load_model(checkpoint, dev, model_factory, plugins, state=state)
     slots = split.max_objects if split.max_objects is not None else int(model.config.max_objects)
@@ -188,8 +191,8 @@ def evaluate_checkpoint(
     if horizon is not None and split.frames > horizon:
         log.warning("%s: scored at T=%d frames, beyond the %d frames it was trained on (marked in the tables)",
                     checkpoint, split.frames, horizon)
-    states = _ball_states(data_path, split.split, split.frames, n, crop)
-    tally = SplitTally(eval_cfg.samples, model.pixel_log_likelihood, states)
+    states = _ball_states(data_path, split.split, split.frames, max(n, n_one_step), crop)
+    tally = SplitTally(eval_cfg.samples, model.pixel_log_likelihood, states, model.config, n_one_step, dev, seed)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     probe = RelationProbe(model)
@@ -197,6 +200,7 @@ def evaluate_checkpoint(
     with probe:
         _score_batches(model, dataset, tally, eval_cfg, slots, dev, seed, rollout_path)
     seconds = time.perf_counter() - t0
+    one_step_seconds = _score_one_step(model, extra, tally, eval_cfg, slots, dev, seed, first=n)
     entry = {
         "data": str(data_path), "split": split.split, "max_objects": int(slots), "frames": int(split.frames),
         "sequences": int(n), "samples": int(eval_cfg.samples),
@@ -212,6 +216,7 @@ def evaluate_checkpoint(
         "trained_horizon": horizon,
         "beyond_trained_horizon": bool(horizon is not None and split.frames > horizon),
         "relation_output": probe.result(),
+        **tally.prior_blocks(len(extra), one_step_seconds),
     }
     if knockout and probe.active:
         from rsqair_bench.models.knockout import knocked_out
@@ -223,14 +228,21 @@ def evaluate_checkpoint(
     return entry
 
 
-def _eval_dataset(factory: DatasetFactory, data_path: str, split: EvalSplit, crop: int) -> Dataset:
-    """The split's first `split.frames` frames of (at most `split.sequences`) sequences; an empty split is an error."""
-    dataset: Dataset = factory(data_path, split.split, split.frames, crop)
-    if split.sequences is not None and split.sequences < len(dataset):  # type: ignore[arg-type]
-        dataset = Subset(dataset, range(split.sequences))
-    if len(dataset) == 0:  # type: ignore[arg-type]
+def _eval_datasets(factory: DatasetFactory, data_path: str, split: EvalSplit, crop: int) -> tuple[Dataset, Dataset]:
+    """The split's first `split.frames` frames of (at most `split.sequences`) sequences, and the sequences after
+    them up to `split.onestep_sequences` (the one-step pass's extra ones; empty when none, capped at the split's
+    size like `sequences`). An empty split is an error."""
+    full: Dataset = factory(data_path, split.split, split.frames, crop)
+    size = len(full)  # type: ignore[arg-type]
+    n = size if split.sequences is None else min(split.sequences, size)
+    if size == 0:
         raise ConfigError(f"{data_path}: split {split.split!r} has no sequences to evaluate")
-    return dataset
+    dataset = full if n == size else Subset(full, range(n))
+    extra = Subset(full, range(n, min(split.onestep_sequences or 0, size)))
+    if (split.onestep_sequences or 0) > size:
+        log.warning("%s: split %r holds %d sequences, fewer than onestep_sequences %d: the one-step score covers %d",
+                    data_path, split.split, size, split.onestep_sequences, size)
+    return dataset, extra
 
 
 class SplitTally:
@@ -239,12 +251,21 @@ class SplitTally:
     Scores use the model's own per-pixel likelihood (`log_density`), for the model and the references alike.
     """
 
-    def __init__(self, samples: int, log_density: LogDensity, states: Any) -> None:
+    def __init__(self, samples: int, log_density: LogDensity, states: Any, model_config: Any = None,
+                 one_step_sequences: int = 0, dev: torch.device | None = None, seed: int = 0) -> None:
+        """`model_config`: the model's, for its raw where -> pixels (None: no prior blocks, e.g. the knock-out's
+        second pass); the one-step score covers sequences numbered below `one_step_sequences`."""
         from rsqair_bench.evaluation.dynamics import MatchingScorer, ReferenceScorer
+        from rsqair_bench.evaluation.prior_error import PriorErrorScorer
 
         self.samples, self.log_density = samples, log_density
         self.references = ReferenceScorer(states, log_density)
         self.matching = MatchingScorer(states, samples) if states is not None else None
+        self.prior = None
+        self.one_step_sequences = one_step_sequences
+        if states is not None and model_config is not None:  # the one-step sample's noise: a stream of its own
+            noise = torch.Generator(device=dev or torch.device("cpu")).manual_seed(derive_seed(seed, 13))
+            self.prior = PriorErrorScorer(states, model_config, noise)
         self.data_sum = np.zeros(samples)
         self.rel_sum = np.zeros(samples)
         self.empty_sum = 0.0  # reference point: the same score for an all-zero prediction of frame T
@@ -271,6 +292,16 @@ class SplitTally:
         ok = count_correct(out.num_present, groups)  # [B, T]
         self.correct += int(ok.sum())
         self.counted += ok.numel()
+
+    def prior_blocks(self, extra_sequences: int, extra_seconds: float) -> dict[str, Any]:
+        """`prior_decomposition` and `one_step` of the metrics.json entry (null without ball states or
+        prior records); `one_step` also says how many sequences and seconds its extra pass took."""
+        if self.prior is None:
+            return {"prior_decomposition": None, "one_step": None}
+        blocks = self.prior.result()
+        if blocks["one_step"] is not None:
+            blocks["one_step"] |= {"extra_sequences": int(extra_sequences), "extra_seconds": float(extra_seconds)}
+        return blocks
 
     def likelihoods(self, n: int) -> dict[str, Any]:
         """data_ll .. iwae_bound of the metrics.json entry, in its key order; per_sample[s] = mean over sequences."""
@@ -310,10 +341,39 @@ def _score_batches(model: torch.nn.Module, dataset: Dataset, tally: SplitTally, 
             tally.references.add(x, groups, collisions, index)
             if tally.matching is not None:
                 tally.matching.add(gen.boxes, gen.pres, groups, index, ids=gen.ids)
+            if tally.prior is not None:
+                tally.prior.add(gen, groups, index, S, tally.one_step_sequences)
             if rollout_path is not None and not tally.bounds:  # first batch
                 save_rollout(rollout_path, x[0, :, 0], gen, n_observed=T - 1)
             tally.add_sampled(x, groups, collisions, gen.frames[:, T - 1])
             tally.add_inferred(model(x, eval_cfg.particles, generator=bound_gen, max_objects=slots), groups)
+
+
+def _score_one_step(model: torch.nn.Module, extra: Dataset, tally: SplitTally, eval_cfg: EvalConfig, slots: int,
+                    dev: torch.device, seed: int, first: int) -> float:
+    """The one-step score's sequences beyond the sampled frame's (`extra`, numbered from `first`): one
+    posterior sample each (P particles, one kept), frame T from the prior as in the main pass; no bound,
+    no second sample. Returns its wall seconds. Why: the one-step score needs about 1,000 colliding balls,
+    and this pass costs a fraction of the main pass per sequence (docs/metrics.md)."""
+    if tally.prior is None or len(extra) == 0:  # type: ignore[arg-type]
+        return 0.0
+    t0 = time.perf_counter()
+    gen_noise = torch.Generator(device=dev).manual_seed(derive_seed(seed, 14))
+    loader = DataLoader(extra, batch_size=eval_cfg.batch_size * eval_cfg.samples, shuffle=False, collate_fn=_collate,
+                        generator=torch.Generator().manual_seed(derive_seed(seed, 15)))
+    start = first
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["features"].to(dev)  # [B, T, 1, H, W]
+            T = x.shape[1]
+            x_in = x.clone()
+            x_in[:, T - 1] = 0.0  # frame T is never shown to the model
+            gen = model.generate(x_in, n_observed=T - 1, max_objects=slots, generator=gen_noise,
+                                 particles=eval_cfg.particles)
+            index = np.arange(start, start + x.shape[0])  # [B]
+            start += x.shape[0]
+            tally.prior.add(gen, batch["groups"], index, 1, tally.one_step_sequences, decompose=False)
+    return time.perf_counter() - t0
 
 
 def trained_horizon(state: dict[str, Any]) -> int | None:
@@ -369,6 +429,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--particles", type=int, default=5, help="IWAE particles (paper: 5)")
     parser.add_argument("--frames", type=int, default=10, help="T: frames 1..T-1 inferred, frame T sampled")
     parser.add_argument("--sequences", type=int, default=None, help="evaluate only the first N sequences")
+    parser.add_argument("--onestep-sequences", type=int, default=None,
+                        help="one-step scores over the first N sequences (default: those of --sequences)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -383,7 +445,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _split_and_config(args: argparse.Namespace) -> tuple[EvalSplit, EvalConfig]:
     split = EvalSplit(data=args.data, split=args.split, max_objects=args.max_objects, frames=args.frames,
-                      sequences=args.sequences)
+                      sequences=args.sequences, onestep_sequences=args.onestep_sequences)
     return split, EvalConfig(samples=args.samples, particles=args.particles, batch_size=args.batch_size)
 
 

@@ -131,10 +131,12 @@ class GlimpseEncoder(nn.Module):
     One instance is shared by discovery and propagation, as in the reference.
     """
 
-    def __init__(self, glimpse_size: int, hiddens: list[int], z_what: int, scale_max: float = 1.0) -> None:
+    def __init__(self, glimpse_size: int, hiddens: list[int], z_what: int, scale_max: float = 1.0,
+                 shift_max: float = 1.0) -> None:
         super().__init__()
         self.glimpse_size = glimpse_size
         self.scale_max = scale_max  # model_config.where_scale_max
+        self.shift_max = shift_max  # model_config.where_shift_max
         self.net = mlp(glimpse_size * glimpse_size, hiddens)
         self.head = GaussianHead(hiddens[-1], z_what)
 
@@ -143,7 +145,7 @@ class GlimpseEncoder(nn.Module):
         mask like the glimpses, [N, (K,) g*g] -> loc, scale [N, (K,) z_what]."""
         size = (self.glimpse_size, self.glimpse_size)
         boxes = where_raw if where_raw.dim() == 3 else where_raw.unsqueeze(1)  # [N, K, 4]
-        glimpse = extract_glimpses(image, transform_where(boxes, self.scale_max), size).flatten(2)  # [N, K, g*g]
+        glimpse = extract_glimpses(image, transform_where(boxes, self.scale_max, self.shift_max), size).flatten(2)  # [N, K, g*g]
         if where_raw.dim() == 2:
             glimpse = glimpse.squeeze(1)
         if mask is not None:
@@ -156,10 +158,11 @@ class GlimpseDecoder(nn.Module):
     composition of all objects onto the canvas with the learned mean image under a soft mask."""
 
     def __init__(self, z_what: int, hiddens: list[int], glimpse_size: int, image_size: int, output_scale: float,
-                 scale_max: float = 1.0):
+                 scale_max: float = 1.0, shift_max: float = 1.0):
         super().__init__()
         self.glimpse_size = glimpse_size
         self.scale_max = scale_max  # model_config.where_scale_max
+        self.shift_max = shift_max  # model_config.where_shift_max
         self.image_size = image_size
         self.net = mlp(z_what, hiddens, glimpse_size * glimpse_size)
         self.output_scale = nn.Parameter(torch.tensor(float(output_scale)))
@@ -181,7 +184,7 @@ class GlimpseDecoder(nn.Module):
         n, k = pres.shape
         g, size = self.glimpse_size, (self.image_size, self.image_size)
         glimpses = self.net(what).view(n, k, g, g) * self.output_scale
-        return render_sum(glimpses, transform_where(where_raw, self.scale_max), pres, size)  # [N, 1, H, W] each
+        return render_sum(glimpses, transform_where(where_raw, self.scale_max, self.shift_max), pres, size)  # [N, 1, H, W] each
 
 
 def stable_present_first(pres: Tensor, keep: int) -> Tensor:

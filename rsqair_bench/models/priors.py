@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsqair_bench.models.air import MASKED_LOGIT, init_bias, linear, mlp, normal_log_prob, softplus_scale
+from rsqair_bench.models.stn import shift_logits, where_shift
 
 
 @dataclass
@@ -41,15 +42,24 @@ class PropagationPrior(nn.Module):
       only has to explain what changes a ball's velocity: walls and other balls.
     `scale_bias` (model_config.prop_prior_scale_bias; None = zero bias as in the sqair ref's Linear
     readout) sets the initial std of where and what.
+    `velocity_space` (model_config.prop_velocity_space) says where the velocity rule runs: "logit" on
+    the raw where logits, or "shift" (ours) on the box centres, 2 c_{t-1} - c_{t-2} mapped back to
+    logits. The box centre is shift_max * tanh(logit), so the logit rule bends a straight path
+    towards the frame centre, by about 0.65 px per step at the crop's edges on a trained model
+    (docs/sqair.md, "Switches"); the learned delta then spends its capacity undoing that.
     """
 
     def __init__(self, gamma_dim: int, z_what: int, hidden: int, step_bias: float, mode: str = "rnn",
-                 scale_bias: float | None = None) -> None:
+                 scale_bias: float | None = None, velocity_space: str = "logit", shift_max: float = 1.0) -> None:
         super().__init__()
         if mode not in ("rnn", "residual", "velocity"):
             raise ValueError(f"prop_prior must be 'rnn', 'residual' or 'velocity', found {mode!r}")
+        if velocity_space not in ("logit", "shift"):
+            raise ValueError(f"prop_velocity_space must be 'logit' or 'shift', found {velocity_space!r}")
         self.z_what = z_what
         self.mode = mode
+        self.velocity_space = velocity_space
+        self.shift_max = shift_max
         residual = mode != "rnn"
         self.cell = nn.GRUCell(gamma_dim, hidden)
         self.init_state = nn.Parameter(torch.zeros(hidden))
@@ -84,12 +94,23 @@ class PropagationPrior(nn.Module):
         if self.mode == "velocity":
             if where_before is None:
                 raise ValueError("the velocity propagation prior needs the where of two frames back")
-            where_loc = where_loc + (prev_where - where_before)
+            where_loc = where_loc + self.velocity_step(prev_where, where_before)
         logit = logit.squeeze(-1) + self.step_bias
         logit = prev_pres * logit + (1.0 - prev_pres) * MASKED_LOGIT
         return PropPriorOutput(
             logit, where_loc, softplus_scale(where_raw), what_loc, softplus_scale(what_raw), new_state.view(n, k, -1)
         )
+
+
+    def velocity_step(self, prev_where: Tensor, where_before: Tensor) -> Tensor:
+        """[N, K, 4] raw where logits: what "keep moving" adds to where_{t-1}, in `velocity_space`."""
+        step = prev_where - where_before  # the logit rule; the box scale keeps it in both spaces
+        if self.velocity_space == "shift":
+            now = where_shift(prev_where, self.shift_max)  # [N, K, 2] box centres
+            before = where_shift(where_before, self.shift_max)
+            moved = shift_logits(2 * now - before, self.shift_max)  # constant velocity in the frame
+            step = torch.cat([step[..., :2], moved - prev_where[..., 2:]], -1)
+        return step
 
 
 class DiscoveryPrior(nn.Module):

@@ -41,7 +41,7 @@ from rsqair_bench.models.image_encoder import image_encoder
 from rsqair_bench.models.objective import sqair_loss
 from rsqair_bench.models.priors import DiscoveryPrior, PropagationPrior, PropPriorOutput
 from rsqair_bench.models.relation import Relation, State
-from rsqair_bench.models.stn import transform_where, where_to_boxes
+from rsqair_bench.models.stn import shift_logits, transform_where, where_shift, where_to_boxes
 
 # `disc_box_centre: residual_peak` smooths the residual over a ball-sized window before its argmax: a
 # ball's radius is 4 px in the 50x50 crop (physics.py: radius 0.0625 of the 64 px frame).
@@ -49,8 +49,9 @@ _PEAK_WINDOW_PX = 7
 
 
 def object_latent_dim(config: ModelConfig) -> int:
-    """Size of one object's latent z = [what, where, pres], the input of a Relation."""
-    return config.z_what + 4 + 1
+    """Size of one object's latent z = [what, where, pres], the input of a Relation; with
+    `relation_velocity` also the object's last displacement (2 numbers, px per frame)."""
+    return config.z_what + 4 + 1 + (2 if config.relation_velocity else 0)
 
 
 @dataclass
@@ -69,6 +70,11 @@ class Generation:
     pres: Tensor  # [B, T, K] 0/1
     boxes: Tensor  # [B, T, K, 4] (x0, y0, x1, y1) in pixels of the H x W frame
     ids: Tensor  # [B, T, K] object identity (stable across frames), -1 where absent
+    # The propagation prior's where for frame t, computed from frame t-1's objects (posterior frames up to
+    # n_observed, then the sampled ones), raw like Objects.where, in frame t-1's slot order (so slot k belongs
+    # to ids[:, t-1, k]); zeros at t = 0. For evaluation's one-step scores (evaluation/prior_error.py).
+    prior_where_loc: Tensor | None = None  # [B, T, K, 4]
+    prior_where_scale: Tensor | None = None  # [B, T, K, 4]
 
 
 @dataclass
@@ -266,7 +272,7 @@ class Residual:
         index = smooth.view(n, h * w).argmax(1)  # [N]
         row, col = index // w, index % w
         centre = torch.stack([(2 * col + 1) / w - 1, (2 * row + 1) / h - 1], -1).to(image.dtype)  # pixel centres, [-1, 1]
-        return torch.atanh(centre.clamp(-0.99, 0.99))  # transform_where's shift is tanh(logit)
+        return shift_logits(centre, self.decoder.shift_max, edge=0.99)  # the logits of that box centre
 
 
 class Discovery(nn.Module):
@@ -371,6 +377,8 @@ class Trace:
     log_q_discrete: Tensor  # [N]
     objects: Objects  # state after the last frame, carried into prediction
     last_id: Tensor  # [N] largest object id used so far
+    prior_loc: Tensor  # [N, T, K, 4] frame t's propagation prior where loc (raw), in frame t-1's slot order; 0 at t = 0
+    prior_scale: Tensor  # [N, T, K, 4] its scale
 
     def rows(self, index: Tensor) -> Trace:
         """The trace of the particles in `index` [M] (rows of N): importance resampling picks these."""
@@ -381,7 +389,8 @@ class Trace:
             prior=obj.prior[index], ids=obj.ids[index], relation=_slots_map(lambda s: s[index], obj.relation),
         )
         return Trace(self.canvas[index], self.what[index], self.where[index], self.pres[index], self.ids[index],
-                     self.log_w[index], self.log_q_discrete[index], objects, self.last_id[index])
+                     self.log_w[index], self.log_q_discrete[index], objects, self.last_id[index],
+                     self.prior_loc[index], self.prior_scale[index])
 
 
 def maybe_compile(fn, enabled: bool):
@@ -413,16 +422,18 @@ class SQAIR(nn.Module):
         self.config = config
         self.relation = relation
         hiddens = [config.n_hidden] * config.n_layers
-        encoder = GlimpseEncoder(config.glimpse_size, hiddens, config.z_what, config.where_scale_max)
+        encoder = GlimpseEncoder(config.glimpse_size, hiddens, config.z_what, config.where_scale_max,
+                                 config.where_shift_max)
         self.propagation = Propagation(config, relation.out_dim, encoder)
         self.discovery = Discovery(config, encoder)
         self.prop_prior = PropagationPrior(relation.out_dim, config.z_what, config.n_hidden,
                                            config.prop_prior_step_bias, mode=config.prop_prior,
-                                           scale_bias=config.prop_prior_scale_bias)
+                                           scale_bias=config.prop_prior_scale_bias,
+                                           velocity_space=config.prop_velocity_space, shift_max=config.where_shift_max)
         self.disc_prior = DiscoveryPrior(config.n_hidden, config.max_objects, config.scale_prior,
                                          config.shift_prior, config.where_prior_std)
         self.decoder = GlimpseDecoder(config.z_what, hiddens, config.glimpse_size, config.image_size,
-                                      config.output_scale, config.where_scale_max)
+                                      config.output_scale, config.where_scale_max, config.where_shift_max)
         self.frame = maybe_compile(self._frame, config.compile)
 
     # ------------------------------------------------------------------ public API
@@ -455,13 +466,15 @@ class SQAIR(nn.Module):
             probs = torch.softmax(trace.log_w.view(b, particles), dim=-1)  # [B, P]
             pick = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
             trace = trace.rows(torch.arange(b, device=x.device) * particles + pick)
-        canvas, what, where, pres, ids = self._predict(trace.objects, trace.last_id, t - n_observed, k, generator)
-        canvas, what, where, pres, ids = (torch.cat([a, c], 1) for a, c in zip(
-            (trace.canvas, trace.what, trace.where, trace.pres, trace.ids), (canvas, what, where, pres, ids)))
+        predicted = self._predict(trace.objects, trace.last_id, t - n_observed, k, generator)
+        canvas, what, where, pres, ids, prior_loc, prior_scale = (torch.cat([a, c], 1) for a, c in zip(
+            (trace.canvas, trace.what, trace.where, trace.pres, trace.ids, trace.prior_loc, trace.prior_scale),
+            predicted))
         h, w = x.shape[-2:]
-        where_c = transform_where(where, self.config.where_scale_max)
+        where_c = transform_where(where, self.config.where_scale_max, self.config.where_shift_max)
         return Generation(frames=canvas, what=what, where=where_c, pres=pres,
-                          boxes=where_to_boxes(where_c, (h, w)), ids=ids)
+                          boxes=where_to_boxes(where_c, (h, w)), ids=ids,
+                          prior_where_loc=prior_loc, prior_where_scale=prior_scale)
 
     def pixel_log_likelihood(self, x: Tensor, frames: Tensor) -> Tensor:
         """Per-pixel log N(x; frames, output_std^2), same shape as x."""
@@ -515,31 +528,34 @@ class SQAIR(nn.Module):
             # Noise is drawn here, outside the (possibly compiled) frame: propagation's, then discovery's.
             prop_noise = None if step == 0 else self._noise(k, n, xs, generator)
             disc_noise = self._noise(k, n, xs, generator)
-            objects, last_id, log_w, log_q_discrete, canvas = frame(
+            objects, last_id, log_w, log_q_discrete, canvas, prior_where = frame(
                 xs[step], encoded[step], objects, fresh, last_id, log_w, log_q_discrete, prop_noise, disc_noise)
-            per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids))
-        canvas, what, where, pres, ids = (torch.stack(f, 1) for f in zip(*per_frame))  # each [N, T, ...]
-        return Trace(canvas, what, where, pres, ids, log_w, log_q_discrete, objects, last_id)
+            per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids, *prior_where))
+        canvas, what, where, pres, ids, prior_loc, prior_scale = (torch.stack(f, 1) for f in zip(*per_frame))
+        return Trace(canvas, what, where, pres, ids, log_w, log_q_discrete, objects, last_id, prior_loc, prior_scale)
 
     def _frame(self, image: Tensor, encoded: Tensor | None, objects: Objects, fresh: Objects, last_id: Tensor, log_w: Tensor,
                log_q_discrete: Tensor, prop_noise: SlotNoise | None, disc_noise: SlotNoise
-               ) -> tuple[Objects, Tensor, Tensor, Tensor, Tensor]:
+               ) -> tuple[Objects, Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
         """One posterior frame: propagate (not on the first frame, `prop_noise` None), discover, merge,
         render, and add the frame's terms to the running log weight and discrete log q.
 
         A method of its own so that `model_config.compile` can compile a whole frame, forward and
         backward, into one graph: shapes are fixed within a run, so one graph serves every later frame.
         image [N, 1, H, W], encoded [N, H] (None under disc_input: residual); returns objects, last_id, log_w,
-        log_q_discrete, canvas."""
+        log_q_discrete, canvas and the propagation prior's where (loc, scale) [N, K, 4] each (zeros on the first
+        frame), which evaluation scores as a one-step prediction (Trace.prior_loc)."""
         n, k = objects.pres.shape
         first = prop_noise is None
         if first:
             propagated, terms, expected = fresh, None, image.new_zeros(n, 1)
+            prior_where = (objects.where.new_zeros(n, k, 4), objects.where.new_zeros(n, k, 4))
         else:
             gamma, prior = self._prior(objects)
             # Expected propagated count under the prior conditions the count prior (sqair ref).
             expected = (torch.sigmoid(prior.pres_logit) - 0.5).sum(1, keepdim=True) / k
             propagated, terms = self.propagation(image, objects, gamma, prior, prop_noise)
+            prior_where = (prior.where_loc, prior.where_scale)
         disc, disc_terms = self._discover(image, encoded, propagated, expected, first, disc_noise)
         disc.ids = torch.where(disc.pres > 0, last_id.unsqueeze(1) + disc.pres.long().cumsum(1), disc.ids)
         last_id = last_id + disc.pres.long().sum(1)
@@ -551,31 +567,44 @@ class SQAIR(nn.Module):
         if not first:
             log_w = log_w + terms.log_p - terms.log_q
             log_q_discrete = log_q_discrete + terms.log_q_discrete
-        return objects, last_id, log_w, log_q_discrete, canvas
+        return objects, last_id, log_w, log_q_discrete, canvas, prior_where
 
     def _prior(self, objects: Objects) -> tuple[Tensor, PropPriorOutput]:
         """gamma_t = Gamma(z_{t-1}) and the propagation prior it conditions (paper eq. 3)."""
-        gamma, objects.relation = self.relation(objects.latent(), objects.pres > 0, objects.relation)
+        gamma, objects.relation = self.relation(self._relation_input(objects), objects.pres > 0, objects.relation)
         return gamma, self.prop_prior(gamma, objects.pres, objects.prior, objects.where, objects.what,
                                       objects.where_before)
+
+    def _relation_input(self, objects: Objects) -> Tensor:
+        """z_{t-1} [N, K, D] for Gamma; with `relation_velocity` (ours) the box centre's last step in px
+        is appended, so a relation can see where the other objects are heading, not only where they are
+        (a collision depends on relative velocity; the reference's z holds positions only)."""
+        z = objects.latent()
+        if not self.config.relation_velocity:
+            return z
+        cfg = self.config
+        step = where_shift(objects.where, cfg.where_shift_max) - where_shift(objects.where_before, cfg.where_shift_max)
+        return torch.cat([z, step * (cfg.image_size / 2)], -1)  # [N, K, Dw + 7], px per frame
 
     def _predict(self, objects: Objects, last_id: Tensor, steps: int, k: int, generator) -> tuple[Tensor, ...]:
         """Sample `steps` frames from the propagation prior, discovery off (sqair ref: do_generate).
 
-        Returns canvas, what, where, pres, ids, each [N, steps, ...]."""
+        Returns canvas, what, where, pres, ids, prior where loc and scale (from the previous frame's
+        objects, in its slot order), each [N, steps, ...]."""
         per_frame = []
         for _ in range(steps):
             _, prior = self._prior(objects)
             propagated = self._sample_prior(objects, prior, generator)
             objects = self._merge(propagated, propagated.absent_like(), k)  # packs present first
             canvas = self.decoder(objects.what, objects.where, objects.pres)
-            per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids))
+            per_frame.append((canvas, objects.what, objects.where, objects.pres, objects.ids,
+                              prior.where_loc, prior.where_scale))
         if not per_frame:
             n = last_id.shape[0]
             hw = (self.config.image_size, self.config.image_size)
             empty = objects.what.new_zeros
             return (empty(n, 0, 1, *hw), empty(n, 0, k, self.config.z_what), empty(n, 0, k, 4), empty(n, 0, k),
-                    objects.ids.new_zeros(n, 0, k))
+                    objects.ids.new_zeros(n, 0, k), empty(n, 0, k, 4), empty(n, 0, k, 4))
         return tuple(torch.stack(f, 1) for f in zip(*per_frame))
 
     def _discover(self, image, encoded: Tensor | None, propagated: Objects, expected: Tensor, first: bool,

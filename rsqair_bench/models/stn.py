@@ -21,18 +21,37 @@ from torch import Tensor
 _MIN_SCALE = 1e-4
 
 
-def transform_where(raw: Tensor, scale_max: float = 1.0) -> Tensor:
-    """Unconstrained (sx, sy, tx, ty) -> valid where: scale in (0, scale_max), shift in (-1, 1).
+def transform_where(raw: Tensor, scale_max: float = 1.0, shift_max: float = 1.0) -> Tensor:
+    """Unconstrained (sx, sy, tx, ty) -> valid where: scale in (0, scale_max), shift in (-shift_max, shift_max).
 
     Scale via sigmoid and shift via tanh, as in SQAIR, keeps boxes inside a sensible range
-    so the glimpse never exceeds the frame and its centre never leaves it. `scale_max` < 1
-    (model_config.where_scale_max) caps the box at that fraction of the frame.
+    so the glimpse never exceeds the frame. `scale_max` < 1 (model_config.where_scale_max) caps the
+    box at that fraction of the frame. `shift_max` > 1 (model_config.where_shift_max) lets a box
+    centre leave the frame by up to (shift_max - 1) half-frames: with 1 (SQAIR) a ball whose centre has
+    left the crop cannot be tracked to where it is (docs/sqair.md, "Switches").
     """
     scale = torch.sigmoid(raw[..., :2])  # [..., 2]
     if scale_max != 1.0:
         scale = scale * scale_max
-    shift = torch.tanh(raw[..., 2:])  # [..., 2]
-    return torch.cat([scale, shift], dim=-1)  # [..., 4]
+    return torch.cat([scale, where_shift(raw, shift_max)], dim=-1)  # [..., 4]
+
+
+def where_shift(raw: Tensor, shift_max: float = 1.0) -> Tensor:
+    """The box centre (tx, ty) in normalised coordinates of raw where logits [..., 4] -> [..., 2]."""
+    shift = torch.tanh(raw[..., 2:])
+    return shift * shift_max if shift_max != 1.0 else shift
+
+
+# How close to the edge of its range `shift_logits` places a shift: atanh's slope there is
+# 1 / (1 - 0.98^2) = 25, large but finite, so a gradient through it stays usable.
+_SHIFT_EDGE = 0.98
+
+
+def shift_logits(shift: Tensor, shift_max: float = 1.0, edge: float = _SHIFT_EDGE) -> Tensor:
+    """The inverse of `where_shift`: box centres in normalised coordinates [..., 2] -> raw logits.
+
+    Shifts beyond `edge` of the range are clamped there first, so the result is finite."""
+    return torch.atanh((shift / shift_max).clamp(-edge, edge))
 
 
 def _check_where(where: Tensor) -> None:

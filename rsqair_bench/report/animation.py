@@ -15,13 +15,14 @@ Pillow writer (no ffmpeg needed), kept under MAX_BYTES each.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rsqair_bench.core.io import atomic_path
+from rsqair_bench.core.io import atomic_path, read_regular_file
 from rsqair_bench.report.textfmt import file_name_part
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ DPI_STEPS = (100, 70, 50, 30)  # tried in turn until the file fits MAX_BYTES
 
 def _load(path: Path) -> dict[str, np.ndarray] | None:
     try:
-        with np.load(path) as z:
+        with np.load(io.BytesIO(read_regular_file(path))) as z:  # checked and read in one open; no pickle
             data = {key: np.asarray(z[key]) for key in z.files}
         for key in ("frames", "boxes", "pres", "n_observed"):
             if key not in data:

@@ -7,6 +7,10 @@ runs are different trainings, so their seeds are independent samples even when t
 numbers match. Throughput comes as B / A ratios with each side's device named, since a
 speed-up means nothing without knowing what ran.
 
+Its first section is a verdict, per model and split and overall: is B the same as A within the
+seed spread (`report/spread.py`; a rerun on another CPU should be, docs/reproducibility.md)? The
+overall `Verdict: ...` line is also printed last.
+
 Writes <out>/compare.md, compare.csv and compare_throughput.csv (default out: A/report/compare).
 """
 
@@ -24,6 +28,8 @@ from rsqair_bench.core.io import atomic_write_text, owned_directory
 from rsqair_bench.errors import ConfigError, DataError
 from rsqair_bench.report import significance
 from rsqair_bench.report.failures import Failure, collect_failures
+from rsqair_bench.report.spread import SpreadRow, verdict_lines
+from rsqair_bench.report.pooling import unpooled_note
 from rsqair_bench.report.textfmt import fixed, markdown_name, markdown_table
 
 
@@ -63,7 +69,7 @@ def not_comparable(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]], s
         reasons.append(f"suite {', '.join(suites[0])} vs {', '.join(suites[1])}")
     for key, name in _SPLIT_FACTS if split is not None else ():
         a, b = _facts(runs_a, split, key), _facts(runs_b, split, key)
-        if a and b and a != b:
+        if a and b and (a != b or len(a) > 1):  # also a side whose own seeds differ (pooling.py)
             reasons.append(f"{name} {', '.join(a)} vs {', '.join(b)}")
     return "; ".join(reasons)
 
@@ -108,6 +114,23 @@ def metrics_table(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) ->
         table.insert(4, "B (seeds)", [b for _, b in sides])
         table = table.rename(columns={"difference": "B − A", "seeds": "seeds B vs A"})
     return table
+
+
+def spread_rows(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> list[SpreadRow]:
+    """The rows of `metrics_table` that get a difference (both sides have seeds, evaluated alike), with
+    their seed means: what the verdict (`report/spread.py`) judges."""
+    by_a, by_b = metrics.by_model(runs_a), metrics.by_model(runs_b)
+    splits = _ordered_union(metrics.ordered_splits(runs_a), metrics.ordered_splits(runs_b))
+    rows = []
+    for model in [m for m in _ordered_union(metrics.ordered_models(runs_a), metrics.ordered_models(runs_b))
+                  if m in by_a and m in by_b]:
+        for split in [s for s in splits if not not_comparable(by_a[model], by_b[model], s)]:
+            for metric in significance.metrics_to_test(by_a[model] + by_b[model], split):
+                a = tuple(significance.seed_means(by_a[model], split, metric).values())
+                b = tuple(significance.seed_means(by_b[model], split, metric).values())
+                if a and b:
+                    rows.append(SpreadRow(metrics.label(model, by_a[model]), split, significance.metric_label(metric), a, b))
+    return rows
 
 
 def _mean_of(values: list[float]) -> float | None:
@@ -173,7 +196,9 @@ def _only_in(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]],
              failed_a: list[Failure] | None = None, failed_b: list[Failure] | None = None) -> str:
     """Models one side lacks, and the jobs that failed on either side: a model whose jobs failed in B is
     "failed in B", not "only in A"."""
-    failed_a, failed_b = failed_a or [], failed_b or []
+    stale = [(side, f) for side, failed in (("A", failed_a), ("B", failed_b)) for f in failed or [] if f.kept]
+    failed_a = [f for f in failed_a or [] if not f.kept]  # kept: a failed re-evaluation, its numbers are in
+    failed_b = [f for f in failed_b or [] if not f.kept]
     a, b = {r["model"] for r in runs_a}, {r["model"] for r in runs_b}
     lost_a, lost_b = {f.model for f in failed_a}, {f.model for f in failed_b}
     notes = []
@@ -185,6 +210,9 @@ def _only_in(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]],
         if failed:
             jobs = "; ".join(f"{markdown_name(f.model)}/seed{f.seed}: {markdown_name(f.reason)}" for f in failed)
             notes.append(f"failed in {side} (not in the numbers; rerun `run` to retry): {jobs}")
+    if stale:
+        jobs = "; ".join(f"{side}: {markdown_name(f.model)}/seed{f.seed}: {markdown_name(f.reason)}" for side, f in stale)
+        notes.append(f"re-evaluation failed (their numbers are from the previous evaluation): {jobs}")
     return "".join(f"\n{n}\n" for n in notes)
 
 
@@ -200,7 +228,7 @@ def write_comparison(dir_a: Path, dir_b: Path, out: Path | None = None) -> tuple
     runs_a, runs_b = metrics.collect_metrics(dir_a), metrics.collect_metrics(dir_b)
     failed_a, failed_b = collect_failures(dir_a), collect_failures(dir_b)
     for d, runs, failed in ((dir_a, runs_a, failed_a), (dir_b, runs_b, failed_b)):
-        if not runs and failed:
+        if not runs and failed:  # a failed re-evaluation (`kept`) has a metrics.json, so runs is not empty
             first = failed[0]
             raise DataError(f"{d}: all {len(failed)} jobs failed, nothing to compare (e.g. {first.model}/seed{first.seed}: "
                             f"{first.reason[:200]}; see each job's error.txt and rerun `run` to retry)")
@@ -209,6 +237,7 @@ def write_comparison(dir_a: Path, dir_b: Path, out: Path | None = None) -> tuple
     out = Path(out) if out else dir_a / "report" / "compare"
     table, speed = metrics_table(runs_a, runs_b), throughput_ratios(runs_a, runs_b)
     devices = [", ".join(sorted({str(r.get("device", "?")) for r in runs})) for runs in (runs_a, runs_b)]
+    verdict = verdict_lines(spread_rows(runs_a, runs_b))
     caption = significance.caption("A", table, difference="B minus A, per model")
     if "note" in table.columns:
         caption += (f" Rows marked {NOT_COMPARABLE} were evaluated differently in A and B (the note says how): "
@@ -217,6 +246,12 @@ def write_comparison(dir_a: Path, dir_b: Path, out: Path | None = None) -> tuple
         f"# Comparison\n\nA = {_code(dir_a)} (device: {markdown_name(devices[0])})\n\n"
         f"B = {_code(dir_b)} (device: {markdown_name(devices[1])})\n"
         + _only_in(runs_a, runs_b, failed_a, failed_b)
+        + "\n## Verdict: the same within the seed spread?\n\n" + "\n".join(verdict)
+        + "\n\nA row (model, split, metric) is within the spread when |B − A| is at most what seed-to-seed "
+        "variation explains (the allowance: Student t, Bonferroni over the rows, times the seed spread pooled "
+        "over every model of that split and metric); docs/metrics.md, \"Same within spread\".\n"
+        + "".join(unpooled_note(metrics.unpooled_metrics(d), d, f"{side}: not in the numbers")
+                  for side, d in (("A", dir_a), ("B", dir_b)))
         + f"\n## Metrics\n\n{caption} A and B columns: mean ± std of seed means (seeds).\n\n"
         + (markdown_table(table, index=False) if len(table) else metrics.MISSING)
         + "\n\n## Throughput (B / A)\n\n"
@@ -236,4 +271,5 @@ def command(args: argparse.Namespace) -> int:
     path, text = write_comparison(Path(args.results_dir), Path(args.other), Path(args.out) if args.out else None)
     print(text)
     print(f"comparison in {path.parent}")
+    print(next(line for line in text.splitlines() if line.startswith("Verdict: ")))
     return 0

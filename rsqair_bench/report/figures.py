@@ -4,6 +4,7 @@ train_log.csv, and Figure 3 style rollouts from the rollout_*.npz files."""
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections import defaultdict
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rsqair_bench.core.io import atomic_path
+from rsqair_bench.core.io import atomic_path, read_regular_file
 from rsqair_bench.metrics import by_model, label, ordered_models, ordered_splits
 from rsqair_bench.report.tables import METRICS, PAPER, mean_std, metric_values
 
@@ -45,8 +46,10 @@ def figure_ll_bars(runs: list[dict], stem: Path, compare_paper: bool = False) ->
     line per reference predictor (empty, copy-last, const-velocity, perfect) when the runs have them."""
     from rsqair_bench.report.dynamics import draw_reference_lines, has_references
 
-    plt = _plt()
     splits = [s for s in ordered_splits(runs) if any(s in r["splits"] for r in runs)]
+    if not splits:  # every split left out (its seeds evaluated differently: report/pooling.py)
+        return []
+    plt = _plt()
     models = ordered_models(runs)
     grouped = by_model(runs)
     labels = [label(m, grouped[m]) for m in models]
@@ -91,9 +94,9 @@ def figure_training_curves(runs: list[dict], stem: Path) -> list[Path]:
         for r in grouped[model]:
             path = Path(r["_dir"]) / "train_log.csv"
             if path.is_file():
-                try:
-                    logs[model].append(pd.read_csv(path))
-                except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
+                try:  # through the regular-file reader: the file checked and read in one open
+                    logs[model].append(pd.read_csv(io.BytesIO(read_regular_file(path))))
+                except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, UnicodeDecodeError) as err:
                     log.warning("%s: skipped (%s)", path, err)
     frames = [df for dfs in logs.values() for df in dfs]
     if not frames:
@@ -151,7 +154,7 @@ def draw_rollouts(items: list[tuple[str, Path]], stem: Path) -> list[Path]:
     rows = []
     for title, path in items:
         try:
-            with np.load(path) as z:
+            with np.load(io.BytesIO(read_regular_file(path))) as z:  # never a pickle: allow_pickle is off
                 pres = z["pres"]
                 ids = z["ids"] if "ids" in z else np.broadcast_to(np.arange(pres.shape[1]), pres.shape)
                 if "truth" in z:

@@ -36,11 +36,13 @@ NAMED_METRICS = {
     "relational_ll": "relational LL",
     "matching.sampled.centre_error_px": "prior centre error px",  # lower is better
     "matching.sampled.centre_error_px_colliding": "prior centre error px, colliding balls",  # lower is better
+    "one_step.mean_error_px.colliding": "one-step prior mean error px, colliding balls",  # lower is better
     "matching.inferred.coverage": "coverage",
     "matching.inferred.duplicates": "duplicates",  # lower is better
     "matching.inferred.centre_error_px": "inferred centre error px",  # lower is better
 }
-NOT_TESTED = {"reference", "references", "matching"}  # reference predictors are not models; matching: named above
+NOT_TESTED = {"reference", "references", "matching", "prior_decomposition", "one_step"}  # reference predictors are
+# not models; the other blocks: their tested figures are named above
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from rsqair_bench import metrics
-from rsqair_bench.core.io import atomic_write_text
 from rsqair_bench.report import significance
 from rsqair_bench.report.textfmt import markdown_name, markdown_table
 
@@ -20,7 +18,8 @@ def resolve_baseline(requested: str | None, models: list[str]) -> str:
     return DEFAULT_BASELINE if DEFAULT_BASELINE in models or not models else models[0]
 
 
-def write_significance(runs: list[dict[str, Any]], out: Path, baseline: str | None = None) -> list[Path]:
+def significance_files(runs: list[dict[str, Any]], baseline: str | None = None) -> dict[str, str]:
+    """significance.md and significance.csv as text (`report/write.py` writes them with the others)."""
     models = metrics.ordered_models(runs)
     grouped = metrics.by_model(runs)
     labels = {m: metrics.label(m, grouped[m]) for m in models}
@@ -33,7 +32,6 @@ def write_significance(runs: list[dict[str, Any]], out: Path, baseline: str | No
         table = significance.comparison_rows([])
         caption = f"No significance tests: the baseline model {base!r} has no finished seed in this directory"
         body = metrics.MISSING
-    paths = [out / "significance.md", out / "significance.csv"]
-    atomic_write_text(paths[0], f"# Significance against {markdown_name(labels.get(base, base))}\n\n{caption}\n\n{body}\n")
-    atomic_write_text(paths[1], table.to_csv(index=False))
-    return paths
+    return {"significance.md": f"# Significance against {markdown_name(labels.get(base, base))}\n\n{caption}\n\n{body}\n",
+            "significance.csv": table.to_csv(index=False)}
+

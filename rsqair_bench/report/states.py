@@ -9,7 +9,8 @@ metrics.json say `"track": "states"`:
   metric, with the significance machinery of the pixel report (report/significance.py: seeds as the
   unit, Welch's test, Holm over the table, MDD);
 - per_seed.csv, throughput.{md,csv} (train seq/s there counts windows);
-and report/states_figure.py draws figures/gain_vs_sigma.{png,pdf}.
+and report/states_figure.py draws figures/gain_vs_sigma.{png,pdf}. `states_texts` computes the tables;
+report/write.py writes them and the figure, as it writes the pixel report.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rsqair_bench.core.io import atomic_write_text
 from rsqair_bench.errors import DataError
 from rsqair_bench.metrics import MISSING, STATES_TRACK, by_model, label, ordered_models
 from rsqair_bench.report import significance
@@ -183,7 +183,8 @@ def significance_frame(runs: list[dict[str, Any]], baseline: str) -> pd.DataFram
     return significance.comparison_rows(tests)
 
 
-def write_significance(runs: list[dict[str, Any]], out: Path, baseline: str | None) -> list[Path]:
+def significance_texts(runs: list[dict[str, Any]], baseline: str | None) -> dict[str, str]:
+    """significance.md and significance.csv."""
     models = ordered_models(runs)
     base = resolve_baseline(baseline, models)
     grouped = by_model(runs)
@@ -197,33 +198,24 @@ def write_significance(runs: list[dict[str, Any]], out: Path, baseline: str | No
     else:
         table, base_label = significance.comparison_rows([]), base
         caption, body = f"No significance tests: the baseline model {base!r} has no finished seed here", MISSING
-    paths = [out / "significance.md", out / "significance.csv"]
-    atomic_write_text(paths[0], f"# State-space track: significance against {base_label} (no relation)\n\n"
-                                f"{caption}\n\n{body}\n")
-    atomic_write_text(paths[1], table.to_csv(index=False))
-    return paths
+    return {"significance.md": f"# State-space track: significance against {base_label} (no relation)\n\n"
+                               f"{caption}\n\n{body}\n",
+            "significance.csv": table.to_csv(index=False)}
 
 
-def write_states_report(runs: list[dict[str, Any]], results_dir: Path, expected_seeds: int | None,
-                        baseline: str | None) -> list[Path]:
-    """The tables of the state-space report into results_dir/report/; returns the paths written (the figure:
-    report/states_figure.py, called beside this by report/write.py)."""
-    out = results_dir / "report"
+def states_texts(runs: list[dict[str, Any]], results_dir: Path, expected_seeds: int | None,
+                 baseline: str | None) -> dict[str, str]:
+    """Every table of the state-space report by file name, computed before anything is written
+    (report/write.py writes them, and the gain figure from report/states_figure.py)."""
     failures = collect_failures(results_dir)
     expected = expected_seeds or len({r["seed"] for r in runs} | {f.seed for f in failures})
-    written = []
-
-    def put(name: str, text: str) -> None:
-        atomic_write_text(out / name, text)
-        written.append(out / name)
-
-    put("table.md", table_markdown(runs, expected) + failures_note(failures, results_dir))
+    texts = {"table.md": table_markdown(runs, expected) + failures_note(failures, results_dir)}
     per_seed = table_long(runs)
-    put("table.csv", summary_long(per_seed).to_csv(index=False))
-    put("per_seed.csv", per_seed.to_csv(index=False))
+    texts["table.csv"] = summary_long(per_seed).to_csv(index=False)
+    texts["per_seed.csv"] = per_seed.to_csv(index=False)
     through = throughput_table(runs)
-    put("throughput.md", "# Throughput\n\ntrain seq/s: training windows per second (one window: one sequence "
-                         "and one predicted frame), over all σ models of a job.\n\n" + markdown_table(through) + "\n")
-    put("throughput.csv", through.to_csv())
-    written += write_significance(runs, out, baseline)
-    return written
+    texts["throughput.md"] = ("# Throughput\n\ntrain seq/s: training windows per second (one window: one sequence "
+                              "and one predicted frame), over all σ models of a job.\n\n" + markdown_table(through) + "\n")
+    texts["throughput.csv"] = through.to_csv()
+    texts.update(significance_texts(runs, baseline))
+    return texts

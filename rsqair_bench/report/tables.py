@@ -76,14 +76,16 @@ def metric_values(runs: list[dict], split: str, metric: str) -> tuple[list[float
 
 
 # ----------------------------------------------------------------------------- tables
-def main_table(runs: list[dict], expected_seeds: int | None = None, compare_paper: bool = False) -> pd.DataFrame:
-    """The paper's table: one row per model; strings, so missing seeds/splits are explicit."""
+def main_table(runs: list[dict], expected_seeds: int | None = None, compare_paper: bool = False,
+               splits: list[str] | None = None) -> pd.DataFrame:
+    """The paper's table: one row per model; strings, so missing seeds/splits are explicit. `splits`:
+    the columns (default: the runs' splits; the report passes every job's, some of them not pooled)."""
     from rsqair_bench.report.dynamics import horizon_mark
 
     grouped = by_model(runs)
     all_seeds = {r["seed"] for r in runs}
     expected = expected_seeds or len(all_seeds)
-    splits = ordered_splits(runs)
+    splits = ordered_splits(runs) if splits is None else splits
     rows = []
     for model in ordered_models(runs):
         mruns = grouped[model]
@@ -104,8 +106,15 @@ def main_table(runs: list[dict], expected_seeds: int | None = None, compare_pape
     return pd.DataFrame(rows).set_index("model")
 
 
-def per_seed_tables(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each seed's means per split, and per model the spread (std, min, max) of the seed means."""
+def _seed_mean(entry: dict | None, metric: str) -> float | None:
+    """A split entry's `metric.mean` (data LL, relational LL, IWAE bound), None where it has none."""
+    block = (entry or {}).get(metric)
+    return block.get("mean") if isinstance(block, dict) else None
+
+
+def per_seed_tables(runs: list[dict], unpooled: set[tuple[str, str]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each seed's means per split, and per model the spread (std, min, max) of the seed means; a
+    (model, split) in `unpooled` (its seeds evaluated differently: report/pooling.py) gets no spread row."""
     splits = ordered_splits(runs)
     grouped = by_model(runs)
     rows, spread = [], []
@@ -114,14 +123,17 @@ def per_seed_tables(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
             row: dict[str, Any] = {"model": label(model, grouped[model]), "seed": r["seed"]}
             for split in splits:
                 s = r["splits"].get(split)
-                for metric, name in METRICS.items():
-                    row[f"{name} {split}"] = fmt(s[metric]["mean"]) if s and metric in s else MISSING
-                row[f"IWAE bound {split}"] = fmt(s["iwae_bound"]["mean"]) if s and "iwae_bound" in s else MISSING
-                row[f"count acc. {split}"] = f"{s['count_accuracy']:.3f}" if s and "count_accuracy" in s else MISSING
+                for metric, name in {**METRICS, "iwae_bound": "IWAE bound"}.items():
+                    value = _seed_mean(s, metric)
+                    row[f"{name} {split}"] = MISSING if value is None else fmt(value)
+                accuracy = (s or {}).get("count_accuracy")
+                row[f"count acc. {split}"] = MISSING if accuracy is None else f"{accuracy:.3f}"
             rows.append(row)
         for split in splits:
+            if (model, split) in (unpooled or set()):
+                continue
             for metric, name in METRICS.items():
-                means = [r["splits"][split][metric]["mean"] for r in grouped[model] if metric in r["splits"].get(split, {})]
+                means = [m for r in grouped[model] if (m := _seed_mean(r["splits"].get(split), metric)) is not None]
                 if not means:
                     continue
                 spread.append(
@@ -159,8 +171,8 @@ def throughput_table(runs: list[dict]) -> pd.DataFrame:
                 "eval seq/s": fmt(*mean_std(eval_sps)) if eval_sps else MISSING,
                 "train peak MB": f"{max(train_mem):.0f}" if train_mem else MISSING,
                 "eval peak MB": f"{max(eval_mem):.0f}" if eval_mem else MISSING,
-                "params total": f"{params['total']:,}" if "total" in params else MISSING,
-                "params relation": f"{params['relation']:,}" if "relation" in params else MISSING,
+                "params total": MISSING if params.get("total") is None else f"{params['total']:,}",
+                "params relation": MISSING if params.get("relation") is None else f"{params['relation']:,}",
                 "device": ", ".join(sorted({str(r.get("device", "?")) for r in mruns})),
                 "torch": ", ".join(sorted({str(r.get("torch_version", "?")) for r in mruns})),
             }
@@ -177,7 +189,8 @@ def _latex_escape(text: str) -> str:
     """Text as LaTeX prints it, in one pass (so `\\` does not become `\\textbackslash\\{\\}`): names come
     from metrics.json, and no command, math, quote or line break may come of them."""
     out = "".join(_LATEX_CHARS.get(ch, ch) for ch in str(text))
-    return out.replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace(MISSING, "--")
+    out = out.replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace("‡", r"$^\ddagger$").replace("§", r"\S{}")
+    return out.replace(MISSING, "--")
 
 
 def to_latex(table: pd.DataFrame, caption: str) -> str:
@@ -198,19 +211,38 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines)
 
 
-def dynamics_files(runs: list[dict]) -> dict[str, str]:
-    """dynamics.{md,csv,tex}: object-ball matching per model (docs/metrics.md); none if no run has it."""
+def dynamics_files(runs: list[dict], baseline: str | None = None) -> dict[str, str]:
+    """dynamics.{md,csv,tex}: object-ball matching per model (docs/metrics.md); none if no run has it.
+    With the `prior_decomposition` / `one_step` blocks, dynamics.md gets a section for each (and
+    prior_decomposition.csv / one_step.csv); `baseline` (default: as significance.md's) is the model the
+    one-step colliding error's MDD is taken against."""
     from rsqair_bench.report.dynamics import dynamics_table, horizon_footnote
+    from rsqair_bench.report.prior_error import (
+        DECOMPOSITION_CAPTION,
+        ONE_STEP_CAPTION,
+        decomposition_table,
+        one_step_table,
+    )
+    from rsqair_bench.report.significance_table import resolve_baseline
 
     grouped = by_model(runs)
     models = ordered_models(runs)
-    table = dynamics_table(runs, models, grouped, {m: label(m, grouped[m]) for m in models}, ordered_splits(runs))
+    labels = {m: label(m, grouped[m]) for m in models}
+    table = dynamics_table(runs, models, grouped, labels, ordered_splits(runs))
     if not len(table):
         return {}
     caption = ("Object-ball matching: inferred frames (coverage, duplicates, centre error) and the "
                "prior's centre error at the sampled frame T (px)")
-    return {"dynamics.md": f"# {caption}\n\n" + markdown_table(table) + "\n" + horizon_footnote(table),
-            "dynamics.csv": table.to_csv(), "dynamics.tex": to_latex(table, caption)}
+    text = f"# {caption}\n\n" + markdown_table(table) + "\n" + horizon_footnote(table)
+    files = {"dynamics.csv": table.to_csv(), "dynamics.tex": to_latex(table, caption)}
+    parts = {"prior_decomposition": (DECOMPOSITION_CAPTION, decomposition_table(models, grouped, labels, ordered_splits(runs))),
+             "one_step": (ONE_STEP_CAPTION, one_step_table(models, grouped, labels, ordered_splits(runs),
+                                                           resolve_baseline(baseline, models)))}
+    for name, (part_caption, part) in parts.items():
+        if len(part):
+            text += f"\n# {part_caption}\n\n" + markdown_table(part, index=False) + "\n"
+            files[f"{name}.csv"] = part.to_csv(index=False)
+    return {"dynamics.md": text, **files}
 
 
 def relation_files(runs: list[dict]) -> dict[str, str]:

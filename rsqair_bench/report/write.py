@@ -2,7 +2,11 @@
 
 Reads only `metrics.json` (plus, when present beside them, `train_log.csv` for training
 curves and `rollout.npz` for the Figure 3 style rollouts), so tables can be regenerated
-without rerunning anything. Writes RESULTS_DIR/report/:
+without rerunning anything. What it pools is the jobs `run` writes, `<model>/seed<k>/metrics.json`
+directly in RESULTS_DIR, of one suite (`metrics.collect_metrics`); other metrics.json files are
+listed, never read, and a model's split whose seeds were evaluated differently is not pooled
+(`report/pooling.py`). Every input is read and checked, and every table computed, before report/
+is created. Writes RESULTS_DIR/report/:
 
 - table.{md,csv,tex}: rows = models (paper names); columns = data LL and relational LL per
   split as mean ± std over all seeds x samples values (the per_sample lists concatenated
@@ -17,13 +21,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rsqair_bench.core.io import atomic_write_text, check_outputs, owned_directory
 from rsqair_bench.errors import ConfigError, DataError
-from rsqair_bench.metrics import MISSING, collect_metrics, ordered_models
+from rsqair_bench.metrics import MISSING, collect_metrics, label, ordered_models, ordered_splits, unpooled_metrics
 from rsqair_bench.report.figures import draw_rollouts, figure_ll_bars, figure_rollouts, figure_training_curves
+from rsqair_bench.report.pooling import mark_mixed, mixed_note, mixed_settings, unpooled_note, without_mixed
+from rsqair_bench.report.states import is_states_report
 from rsqair_bench.report.tables import (
     METRICS,
     dynamics_files,
@@ -39,6 +46,18 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- the report
+@dataclass
+class ReportContent:
+    """Everything a report writes, computed before the first file is: the tables' text by file name, and
+    the runs each figure draws (`pooled`: without the splits whose seeds were evaluated differently)."""
+
+    texts: dict[str, str]
+    runs: list[dict[str, Any]]
+    pooled: list[dict[str, Any]]
+    compare_paper: bool
+    figures: Callable[[Path], list[Path]] | None = None  # the state-space track's figures (figures dir -> files)
+
+
 def write_report(
     results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None,
     pixel_results: str | Path | None = None,
@@ -48,78 +67,132 @@ def write_report(
     `baseline`: the model every other is tested against in significance.md (default: sqair).
     `pixel_results`: for the state-space track's gain figure, a pixel suite's results directory whose
     posterior error it marks (report/states_figure.py); the pixel report ignores it.
-    The report directory is held (report/.lock) while it is written, and the temp files a killed
-    report left in it are removed first (io.owned_directory).
+    Everything is read, checked and computed first (`build_report`); only then is report/ created, held
+    (report/.lock) and written, after removing the temp files a killed report left (io.owned_directory).
+    Why: a report refused for a bad metrics.json still created report/ and report/.lock, and one that
+    failed on a block of the wrong shape died after table.md/.csv/.tex were rewritten (a half-new report).
     """
-    if not Path(results_dir).is_dir():
-        return _write_report(results_dir, expected_seeds, compare_paper, baseline)  # says what is missing
-    with owned_directory(Path(results_dir) / "report", subdirectories=("figures",)):
-        return _write_report(results_dir, expected_seeds, compare_paper, baseline, pixel_results)
+    content = build_report(Path(results_dir), expected_seeds, compare_paper, baseline, pixel_results)
+    out = Path(results_dir) / "report"
+    with owned_directory(out, subdirectories=("figures",)):
+        return _write(content, out)
 
 
-def _write_report(
-    results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None,
-    pixel_results: str | Path | None = None,
-) -> list[Path]:
-    """write_report's work, under its lock."""
-    from rsqair_bench.report.animation import write_rollout_gifs
-    from rsqair_bench.report.dynamics import horizon_footnote, with_reference_rows
-    from rsqair_bench.report.failures import add_failed_models, collect_failures, failures_note
-    from rsqair_bench.report.learning import learning_note
-    from rsqair_bench.report.significance_table import write_significance
+def check_expected_seeds(expected_seeds: int | None) -> None:
+    """`--expected-seeds` is a number of seeds (>= 1) or absent (every seed found for any model).
 
-    results_dir = Path(results_dir)
-    runs = collect_metrics(results_dir)
+    Why: `-1` printed `5/-1` and dropped the missing-seed notes, and `0` silently meant "the default"
+    (where `--workers 0` and `--max-objects 0` are errors)."""
+    if expected_seeds is not None and (isinstance(expected_seeds, bool) or expected_seeds < 1):
+        raise ConfigError(f"--expected-seeds: found {expected_seeds}, expected a number of seeds >= 1 "
+                          "(leave it out to expect every seed found for any model)")
+
+
+def _check_baseline(baseline: str | None, models: set[str], results_dir: Path) -> None:
+    """A baseline given by name must be a model of this directory (finished or failed).
+
+    Why: `--baseline nosuchmodel` (a typo) exited 0 with a significance.md that tested nothing."""
+    if baseline is not None and baseline not in models:
+        raise ConfigError(f"baseline {baseline!r} (--baseline, or the suite's `baseline:`): no job of that model in "
+                          f"{results_dir}; expected one of: {', '.join(sorted(models))}")
+
+
+def build_report(results_dir: Path, expected_seeds: int | None = None, compare_paper: bool = False,
+                 baseline: str | None = None, pixel_results: str | Path | None = None) -> ReportContent:
+    """Read and check every input, and compute every table; writes nothing (`write_report` writes)."""
+    from rsqair_bench.report.failures import collect_failures
+    from rsqair_bench.report.significance_table import significance_files
+
+    check_expected_seeds(expected_seeds)
+    runs = collect_metrics(results_dir)  # the jobs <model>/seed<k>, one suite; each file's schema checked
+    unpooled = unpooled_metrics(results_dir)
     if not runs:
-        raise DataError(f"{results_dir}: no metrics.json files found (run the suite first)")
-    from rsqair_bench.report.significance_table import resolve_baseline
-    from rsqair_bench.report.states import is_states_report, write_states_report
-    from rsqair_bench.report.states_figure import figure_gain
-
-    if is_states_report(runs):  # the state-space track (docs/states.md) has its own tables and figure
-        written = write_states_report(runs, results_dir, expected_seeds, baseline)
-        base = resolve_baseline(baseline, ordered_models(runs))
-        return written + figure_gain(runs, results_dir / "report" / "figures" / "gain_vs_sigma", base, pixel_results)
+        found = f"; found {len(unpooled)} below it that are not (e.g. {unpooled[0]}): give that suite's own " \
+                "results directory" if unpooled else " (run the suite first)"
+        raise DataError(f"{results_dir}: no metrics.json files found as <model>/seed<k>/metrics.json{found}")
     failures = collect_failures(results_dir)  # failed jobs keep their rows (0/N, k/N) and their reasons
-    expected_seeds = expected_seeds or len({r["seed"] for r in runs} | {f.seed for f in failures})
-    out = results_dir / "report"
+    _check_baseline(baseline, {r["model"] for r in runs} | {f.model for f in failures}, results_dir)
+    if is_states_report(runs):  # the state-space track (docs/states.md) has its own tables and figure
+        return _states_content(runs, results_dir, expected_seeds, baseline, pixel_results)
+    expected = expected_seeds or len({r["seed"] for r in runs} | {f.seed for f in failures})
+    mixed = mixed_settings(runs)
+    pooled = without_mixed(runs, mixed)
+    texts = _main_table_texts(runs, pooled, mixed, failures, unpooled, results_dir, expected, compare_paper)
+    texts.update(_other_texts(runs, pooled, set(mixed), baseline))
+    texts.update(significance_files(pooled, baseline))
+    return ReportContent(texts, runs, pooled, compare_paper)
+
+
+def _states_content(runs: list[dict], results_dir: Path, expected_seeds: int | None, baseline: str | None,
+                    pixel_results: str | Path | None) -> ReportContent:
+    """The state-space report: report/states.py's tables and report/states_figure.py's gain figure, whose
+    marks (`pixel_results`) are read and checked now, before anything is written."""
+    from rsqair_bench.report.significance_table import resolve_baseline
+    from rsqair_bench.report.states import splits_of, states_texts
+    from rsqair_bench.report.states_figure import figure_gain, posterior_marks
+
+    for split in splits_of(runs):
+        posterior_marks(pixel_results, split)  # a directory without the posterior error is refused here
+    base = resolve_baseline(baseline, ordered_models(runs))
+    return ReportContent(states_texts(runs, results_dir, expected_seeds, baseline), runs, runs, False,
+                         figures=lambda figs: figure_gain(runs, figs / "gain_vs_sigma", base, pixel_results))
+
+
+CAPTION = "Log-likelihood of the sampled last frame (nats, mean ± std over seeds × samples)"
+
+
+def _main_table_texts(runs: list[dict], pooled: list[dict], mixed: dict[tuple[str, str], str], failures: list,
+                      unpooled: list[Path], results_dir: Path, expected: int, compare_paper: bool) -> dict[str, str]:
+    """table.{md,csv,tex}: pooled cells, NOT_POOLED where seeds differ, failed models' rows, reference
+    rows, and under table.md the notes (failures, unpooled splits and files, learning, horizon)."""
+    from rsqair_bench.report.dynamics import horizon_footnote, with_reference_rows
+    from rsqair_bench.report.failures import add_failed_models, failures_note, mark_kept
+    from rsqair_bench.report.learning import learning_note
+
+    labels = {r["model"]: label(r["model"], [r]) for r in runs}
+    table = main_table(pooled, expected, compare_paper, splits=ordered_splits(runs))
+    table = mark_mixed(table, mixed, labels, METRICS)
+    table = mark_kept(add_failed_models(table, runs, failures, expected), runs, failures)
+    table = with_reference_rows(table, pooled, METRICS)
+    notes = (failures_note(failures, results_dir) + mixed_note(mixed, labels) + unpooled_note(unpooled, results_dir)
+             + learning_note(runs) + horizon_footnote(table))
+    return {"table.md": f"# {CAPTION}\n\n" + markdown_table(table) + "\n" + notes,
+            "table.csv": table.to_csv(), "table.tex": to_latex(table, CAPTION)}
+
+
+def _other_texts(runs: list[dict], pooled: list[dict], unpooled_splits: set[tuple[str, str]],
+                 baseline: str | None) -> dict[str, str]:
+    """dynamics (the one-step MDDs against `baseline`) and relation use (pooled), per seed (every seed's own
+    numbers), throughput."""
+    texts = {**dynamics_files(pooled, baseline), **relation_files(pooled)}
+    seeds, spread = per_seed_tables(runs, unpooled_splits)
+    texts["per_seed.md"] = ("# Per seed (mean over samples)\n\n" + markdown_table(seeds.reset_index(), index=False)
+                            + "\n\n# Spread of seed means\n\n"
+                            + (markdown_table(spread, index=False) if len(spread) else MISSING) + "\n")
+    texts["per_seed.csv"] = seeds.to_csv()
+    texts["spread.csv"] = spread.to_csv(index=False)
+    through = throughput_table(runs)
+    texts["throughput.md"] = "# Throughput\n\n" + markdown_table(through) + "\n"
+    texts["throughput.csv"] = through.to_csv()
+    return texts
+
+
+def _write(content: ReportContent, out: Path) -> list[Path]:
+    """Write `content` into `out` (held by the caller): the tables, then the figures."""
+    from rsqair_bench.report.animation import write_rollout_gifs
+
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-
-    def put(name: str, text: str) -> None:
+    for name, text in content.texts.items():
         atomic_write_text(out / name, text)
         written.append(out / name)
-
-    table = add_failed_models(main_table(runs, expected_seeds, compare_paper), runs, failures, expected_seeds)
-    table = with_reference_rows(table, runs, METRICS)
-    caption = "Log-likelihood of the sampled last frame (nats, mean ± std over seeds × samples)"
-    put("table.md", f"# {caption}\n\n" + markdown_table(table) + "\n" + failures_note(failures, results_dir)
-        + learning_note(runs) + horizon_footnote(table))
-    put("table.csv", table.to_csv())
-    put("table.tex", to_latex(table, caption))
-    for name, text in {**dynamics_files(runs), **relation_files(runs)}.items():
-        put(name, text)
-    seeds, spread = per_seed_tables(runs)
-    put(
-        "per_seed.md",
-        "# Per seed (mean over samples)\n\n"
-        + markdown_table(seeds.reset_index(), index=False)
-        + "\n\n# Spread of seed means\n\n"
-        + (markdown_table(spread, index=False) if len(spread) else MISSING)
-        + "\n",
-    )
-    put("per_seed.csv", seeds.to_csv())
-    put("spread.csv", spread.to_csv(index=False))
-    through = throughput_table(runs)
-    put("throughput.md", "# Throughput\n\n" + markdown_table(through) + "\n")
-    put("throughput.csv", through.to_csv())
-
-    written += figure_ll_bars(runs, figs / "fig4_ll", compare_paper)
-    written += figure_training_curves(runs, figs / "training_curves")
-    written += figure_rollouts(runs, figs / "fig3_rollouts")
-    written += write_significance(runs, out, baseline)
-    written += write_rollout_gifs(runs, figs)
+    if content.figures is not None:  # the state-space track: its own figure, none of the pixel ones
+        return written + content.figures(figs)
+    written += figure_ll_bars(content.pooled, figs / "fig4_ll", content.compare_paper)
+    written += figure_training_curves(content.runs, figs / "training_curves")
+    written += figure_rollouts(content.runs, figs / "fig3_rollouts")
+    written += write_rollout_gifs(content.runs, figs)
     return written
 
 

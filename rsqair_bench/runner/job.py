@@ -13,6 +13,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import re
 import sys
 import time
 import traceback
@@ -27,9 +28,9 @@ from rsqair_bench.config import (
     JobConfig,
     dump_yaml,
 )
-from rsqair_bench.core.io import atomic_write_text, directory_lock
+from rsqair_bench.core.io import atomic_write_text, check_writable_dir, directory_lock, read_regular_file
 from rsqair_bench.core.job_status import mark_phase
-from rsqair_bench.errors import ConfigError, LockedError
+from rsqair_bench.errors import BenchError, ConfigError, LockedError, OutputError
 from rsqair_bench.metrics import (
     JOB_LEVEL_KEYS,
     STATES_EVALUATION_VERSION,
@@ -79,7 +80,7 @@ def _default_eval(
 ) -> dict:
     from rsqair_bench.evaluation.evaluate import evaluate_checkpoint
 
-    rollout = checkpoint.parent / f"rollout_{split.data}_{split.split}.npz"  # for the report's Figure 3
+    rollout = rollout_path(checkpoint.parent, split)  # for the report's Figure 3
     return evaluate_checkpoint(checkpoint, data_path, split, eval_cfg, device=device, seed=seed, rollout_path=rollout,
                                knockout=True)
 
@@ -90,6 +91,30 @@ def _default_states_eval(
     from rsqair_bench.evaluation.states import evaluate_states
 
     return evaluate_states(checkpoint, data_path, split, eval_cfg, device=device, seed=seed)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+_NAME_PART = 60  # characters of one part of a rollout file name
+
+
+def _name_part(text: str) -> str:
+    """`text` as one part of a file name: kept when it is a safe name (a data set name such as `balls4`),
+    else its last path component with unsafe characters replaced and a hash of the whole text appended,
+    so that two splits never share a file and no part can name a directory."""
+    if text and len(text) <= _NAME_PART and not _UNSAFE.search(text) and not text.startswith("."):
+        return text
+    readable = _UNSAFE.sub("_", text.rsplit("/", 1)[-1]).lstrip(".")[:_NAME_PART - 11]
+    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+def rollout_path(job_dir: Path, split: EvalSplit) -> Path:
+    """`JOB/rollout_<data>_<split>.npz`, always a file directly in the job directory.
+
+    Why: the name was `rollout_{split.data}_{split.split}.npz` with the split's data as given, and an eval
+    split may name its data by path: `data: ../../x.h5` wrote the rollout outside the results directory,
+    and `./data/t4.h5` made folders inside the job directory. Data set names (every committed result's)
+    keep the name they had."""
+    return Path(job_dir) / f"rollout_{_name_part(split.data)}_{_name_part(split.split)}.npz"
 
 
 def _default_metrics(job: Job, train_result: Any, splits: dict[str, dict], path: Path) -> dict:
@@ -197,6 +222,7 @@ def _execute_locked(job: Job, out: Path, start: float, progress: bool, train_fn:
     if finished and not stale:  # another runner finished it while we waited
         return JobOutcome(job.name, "skipped", str(out))
     try:
+        check_job_outputs(job)  # before hours of training or minutes of evaluation, not after
         if finished:  # trained already: evaluate best.pt again where the evaluation changed
             train_result, splits = _reevaluation_inputs(job, stale)
             todo = stale
@@ -219,7 +245,10 @@ def _execute_locked(job: Job, out: Path, start: float, progress: bool, train_fn:
     except BaseException as err:  # noqa: BLE001 - a job's failure is recorded, not propagated
         if isinstance(err, KeyboardInterrupt):
             raise
-        atomic_write_text(out / "error.txt", traceback.format_exc())
+        try:
+            atomic_write_text(out / "error.txt", traceback.format_exc())
+        except OutputError as unwritable:  # the outcome still says why the job failed
+            log.warning("%s", unwritable)
         line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         return JobOutcome(job.name, "failed", str(out), time.perf_counter() - start, line)
     return JobOutcome(job.name, "done", str(out), time.perf_counter() - start)
@@ -227,6 +256,23 @@ def _execute_locked(job: Job, out: Path, start: float, progress: bool, train_fn:
 
 # ----------------------------------------------------------------------------- finished jobs: what is stale
 TRAIN_DATA_FILE = "train_data.json"  # the identity of the data a job trained on, written before training
+RUNNER_FILES = ("config.yaml", TRAIN_DATA_FILE, "metrics.json", "DONE", "error.txt")  # what the runner writes
+
+
+def check_job_outputs(job: Job) -> None:
+    """Refuse, before any work, a job whose outputs cannot be written: a job directory that takes no new
+    files, or a directory where the runner writes a file (metrics.json, DONE, a rollout, ...).
+
+    Why: with `metrics.json` replaced by a directory, a re-evaluation ran every split, replaced the
+    rollouts, and only then failed `cannot write (Is a directory)`; `eval --out` is checked first too."""
+    out = job.directory
+    check_writable_dir(out, f"the job {job.name}")
+    names = [*RUNNER_FILES, *(rollout_path(out, split).name for split in job.eval.splits.values())]
+    for name in names:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            raise OutputError(f"{path}: is a directory, expected a file the runner writes (or nothing); "
+                              "move it away and rerun")
 
 
 def _split_settings(job: Job, key: str) -> dict[str, Any]:
@@ -234,7 +280,7 @@ def _split_settings(job: Job, key: str) -> dict[str, Any]:
     split = job.eval.splits[key]
     settings = {**evaluation_settings(split, job.eval), "data_checksum": job.data_checksums.get(split.data)}
     if job.config.states is not None:  # the state-space track's evaluation has its own version
-        settings["version"] = f"{STATES_TRACK}-{STATES_EVALUATION_VERSION}"
+        settings.update(track=STATES_TRACK, version=STATES_EVALUATION_VERSION)
     return settings
 
 
@@ -245,8 +291,8 @@ def _train_data_identity(job: Job) -> dict[str, Any]:
 def _read_json(path: Path) -> Any:
     """A small JSON file the runner wrote, or None when it is missing, not a regular file or unreadable."""
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return json.loads(read_regular_file(path).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
 
 
@@ -278,13 +324,47 @@ def stale_splits(job: Job) -> dict[str, str]:
 
 def _reevaluation_inputs(job: Job, stale: dict[str, str]) -> tuple[dict[str, Any], dict[str, dict]]:
     """The finished job's training facts (its metrics.json's `train` and job-level entries, standing in
-    for the train result) and the split entries that stay (current, still in the suite: not in `stale`)."""
+    for the train result) and the split entries that stay (current, still in the suite: not in `stale`).
+
+    Training figures missing from metrics.json (unreadable, or nulls an older version wrote after one
+    was) are taken from the job's checkpoints (`_training_facts`), never left null when those have them."""
     metrics = _read_json(job.directory / "metrics.json")
     metrics = metrics if isinstance(metrics, dict) else {}
     entries = metrics.get("splits") if isinstance(metrics.get("splits"), dict) else {}
     keep = {k: v for k, v in entries.items() if k in job.eval.splits and k not in stale}
     facts = {k: metrics[k] for k in ("train", *JOB_LEVEL_KEYS) if metrics.get(k) is not None}
+    train = facts.get("train")
+    if not isinstance(train, dict) or all(v is None for v in train.values()):
+        for key, value in _training_facts(job).items():
+            if key == "train" or facts.get(key) is None:
+                facts[key] = value
     return facts, keep
+
+
+def _training_facts(job: Job) -> dict[str, Any]:
+    """The `train` block (and the parameter counts and config hash) as saved in checkpoint.pt (its last
+    save: the end of training), else in best.pt (as of its best validation); {} with a warning when
+    neither has them.
+
+    Why: with metrics.json truncated, a re-evaluation wrote `train` all null; the figures were in
+    checkpoint.pt (`train_stats`) and nothing read them back."""
+    from rsqair_bench.checkpoint import load_checkpoint  # lazy: torch; a re-evaluation loads it anyway
+
+    for name in ("checkpoint.pt", "best.pt"):
+        path = job.directory / name
+        try:
+            state = load_checkpoint(path)
+        except BenchError as err:
+            log.warning("%s: no training figures from %s (%s)", job.name, path, str(err).splitlines()[0])
+            continue
+        stats = state.get("train_stats")
+        if isinstance(stats, dict) and any(stats.get(k) is not None for k in TRAIN_KEYS):
+            log.warning("%s: metrics.json had no training figures; took them from %s", job.name, path)
+            facts = {"train": {k: stats.get(k) for k in TRAIN_KEYS}}
+            facts.update({k: state[k] for k in ("parameters", "config_hash") if state.get(k) is not None})
+            return facts
+    log.warning("%s: metrics.json had no training figures and no checkpoint holds them: `train` stays null", job.name)
+    return {}
 
 
 def refuse_changed_training_data(jobs: list[Job], results_dir: Path) -> None:
@@ -295,8 +375,8 @@ def refuse_changed_training_data(jobs: list[Job], results_dir: Path) -> None:
     changed = []
     for job in jobs:
         saved = _read_json(job.directory / TRAIN_DATA_FILE)
-        if not (job.directory / "DONE").exists() or not isinstance(saved, dict):
-            continue
+        if not (job.directory / "DONE").exists() or not isinstance(saved, dict) or saved.get("checksum") is None:
+            continue  # a job that recorded no checksum (a file without one, before they were taken) is trusted
         now = job.data_checksums.get(job.train_data_name)
         if saved.get("checksum") != now:
             changed.append(f"{job.name} (trained on {saved.get('path')} with checksum {str(saved.get('checksum'))[:12]}, "

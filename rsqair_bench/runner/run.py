@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsqair_bench.config import (
     DataSetConfig,
@@ -44,6 +46,9 @@ from rsqair_bench.runner.job import (
 )
 from rsqair_bench.runner.live_progress import LiveProgress, TrackedJob
 from rsqair_bench.runner.suite import Job, expand_jobs, validate_suite
+
+if TYPE_CHECKING:
+    from rsqair_bench.runner.cost import JobWork
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +81,49 @@ def job_state(job: Job) -> str:
     return "pending"
 
 
+FILE_DIGEST = "file-sha256:"  # prefix of a checksum taken over a data file's bytes (a file without a stored one)
+
+
 def data_checksum(path: Path | None) -> str | None:
-    """The data file's stored checksum attribute (data/h5.py), None for a file without one or no file."""
+    """The data file's identity: its stored checksum attribute (data/h5.py), or for a file without one
+    (R-NEM's files, say) `file-sha256:<hex>` of its bytes; None when there is no file.
+
+    Why the fallback: a file without the attribute recorded null, so regenerating or replacing it went
+    unnoticed and its splits kept their old numbers."""
     if path is None or not Path(path).is_file():
         return None
     from rsqair_bench.data.h5 import stored_checksum
 
-    return stored_checksum(path)
+    stored = stored_checksum(path)
+    if stored is not None:
+        return stored
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:  # a regular file (is_file above): no FIFO to block on
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    return FILE_DIGEST + digest.hexdigest()
 
 
 def _data_sets_used(suite: SuiteConfig) -> list[str]:
     names = [suite.train_data] + [s.data for s in suite.eval.splits.values() if s.data in suite.data]
     return list(dict.fromkeys(names))
+
+
+def _files_given_by_path(suite: SuiteConfig, where: str) -> dict[str, str]:
+    """The eval splits' data given as an .h5 path (not a data set name): path -> its checksum, keyed as
+    the split names it (`Job.data_checksums`). A missing file is refused now, before any training.
+
+    Why: these files are read by every job's evaluation like the suite's data sets, but only the data
+    sets' checksums were recorded, so a regenerated file left its splits "done" with the old numbers."""
+    checksums = {}
+    for key, split in suite.eval.splits.items():
+        if split.data in suite.data or split.data in checksums:
+            continue
+        if not Path(split.data).is_file():
+            raise ConfigError(f"{where}: eval.splits.{key}.data: {split.data!r} is not a file; expected an .h5 data "
+                              "file (a split given by path is read, never generated)")
+        checksums[split.data] = data_checksum(Path(split.data))
+    return checksums
 
 
 def _default_prepare(ds: DataSetConfig) -> Path:
@@ -155,7 +191,7 @@ def run_suite(
         except ImportError:
             raise ConfigError(RAY_MISSING) from None
     _refuse_stale_done_jobs(jobs, results_dir)
-    checksums = {}
+    checksums = _files_given_by_path(suite, f"suite {suite.name!r}")
     for name in _data_sets_used(suite):
         checksums[name] = data_checksum((prepare_data or _default_prepare)(suite.data[name]))
     for job in jobs:
@@ -197,19 +233,22 @@ def seed_major(jobs: list[Job], suite: SuiteConfig) -> list[Job]:
 def _print_dry_run(suite: SuiteConfig, jobs: list[Job], executor: str, workers: int, results_dir: Path, out: Any,
                    throughput: str | None = None) -> None:
     """The jobs, their states and data, then what they will cost (cost.py: iterations and predicted hours)."""
-    from rsqair_bench.runner.cost import cost_lines  # lazy: torch only if a throughput must be measured
+    from rsqair_bench.runner.cost import cost_lines  # lazy: only the dry run needs it
 
-    if suite.states is not None:
+    work, states, stale = dry_run_work(suite, jobs)
+    if suite.states is not None:  # the state-space track: its size; its measured time is in docs/states.md
         cost = _states_cost_lines(suite, len(jobs), workers)
     else:
-        cost = cost_lines(suite, workers, throughput)  # first: a bad --throughput fails before any output
+        cost = cost_lines(suite, workers, throughput, work=work)  # first: a bad --throughput fails before any output
     print(
         f"{len(jobs)} jobs ({len(suite.models)} models x {len(suite.seeds)} seeds), executor {executor}, "
         f"workers {workers}, results in {results_dir}",
         file=out,
     )
     for job in jobs:
-        print(f"  {job.name:<28} {job_state(job):<8} -> {job.directory}", file=out)
+        print(f"  {job.name:<28} {states[job.name]:<8} -> {job.directory}", file=out)
+    for name, why in list(stale.items())[:3]:
+        print(f"  {name}: " + "; ".join(f"{k}: {v}" for k, v in why.items()), file=out)
     for name in _data_sets_used(suite):
         path = Path(suite.data[name].path)
         print(f"  data {name}: {path} ({'exists' if path.exists() else 'will be generated'})", file=out)
@@ -229,6 +268,49 @@ def _states_cost_lines(suite: SuiteConfig, jobs: int, workers: int) -> list[str]
         f"{train.max_iterations:,} steps x {train.batch_size} windows, {workers} at a time",
         "  measured wall time of suites/states.yaml: docs/states.md, \"Cost\"",
     ]
+
+
+def dry_run_work(suite: SuiteConfig, jobs: list[Job]) -> tuple[list[JobWork], dict[str, str], dict[str, dict[str, str]]]:
+    """What each job still needs, as `run` would judge it, without running anything: the cost's JobWork
+    list in the runner's order, each job's state for the listing (`job_state`, with `evaluate again`
+    for a finished job whose evaluation is stale) and, for those, which splits and why (`stale_splits`).
+
+    Why: the dry run priced finished jobs as if they would train again and showed a stale one as
+    `done`. A data file not generated yet is taken to be the file the job evaluated (the generator is a
+    pure function of its settings; `run` compares the checksums once it exists)."""
+    from rsqair_bench.runner.cost import JobWork
+
+    finished = [j for j in jobs if (j.directory / "DONE").exists()]
+    present = {n: data_checksum(Path(suite.data[n].path)) for n in _data_sets_used(suite)
+               if Path(suite.data[n].path).exists()} if finished else {}
+    states, stale = {}, {}
+    for job in jobs:
+        states[job.name] = job_state(job)
+        if states[job.name] != "done":
+            continue
+        job.data_checksums = _recorded_data_checksums(job) | present
+        why = stale_splits(job)
+        if why:
+            states[job.name], stale[job.name] = "evaluate again", why
+    cost_state = {"done": "done", "evaluate again": "evaluate again"}
+    work = [JobWork(j.model, j.seed, cost_state.get(states[j.name], "train"), tuple(stale.get(j.name, {})))
+            for j in seed_major(jobs, suite)]
+    return work, states, stale
+
+
+def _recorded_data_checksums(job: Job) -> dict[str, str | None]:
+    """Data set name -> the checksum a finished job's metrics.json recorded for it ({} when unreadable)."""
+    from rsqair_bench.core.io import read_regular_file
+
+    try:
+        splits = json.loads(read_regular_file(job.directory / "metrics.json")).get("splits")
+        recorded = {}
+        for entry in splits.values():
+            settings = entry["settings"]
+            recorded[settings["split"]["data"]] = settings["data_checksum"]
+        return recorded
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return {}
 
 
 def _run_jobs(suite: SuiteConfig, todo: list[Job], total: int, already_done: int, job_fn: Callable[[Job], JobOutcome],

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from rsqair_bench.config import (
     check_model_config,
     check_states_config,
     check_train_config,
+    estimated_parameters,
     load_config,
 )
 from rsqair_bench.core.seeding import effective_seed, seed_error
@@ -132,10 +135,29 @@ def _check_ranges(suite: SuiteConfig, where: str) -> None:
     check_model_config(suite.model_config, where)
     check_train_config(suite.train, where)
     check_eval_config(suite.eval, where)
+    _check_model_memory(suite, where)
     if _relations_statically_valid(suite):
         return
     for model in suite.models:
         registry.check_relation_options(model, suite.model_config, suite.plugins, where)
+
+
+TRAINING_STATE_BYTES_PER_PARAMETER = 16  # float32 weights, gradients and Adam's two moments
+
+
+def _check_model_memory(suite: SuiteConfig, where: str) -> None:
+    """The model's training state (config.estimated_parameters x 16 bytes) against this machine's memory
+    on the CPU, before any job builds it; a GPU, which `validate` does not query, is bounded by
+    config.MAX_MODEL_PARAMETERS alone (check_model_config)."""
+    if suite.device != "cpu":
+        return
+    count = estimated_parameters(suite.model_config)
+    try:
+        check_memory(count * TRAINING_STATE_BYTES_PER_PARAMETER,
+                     f"the model's training state (about {count:.2g} parameters: weights, gradients, optimizer moments)",
+                     "lower model_config.n_hidden or glimpse_size")
+    except ConfigError as err:
+        raise ConfigError(f"{where} model_config.n_hidden: {err}") from None
 
 
 def _check_seeds(suite: SuiteConfig, fail: Fail) -> None:
@@ -205,6 +227,8 @@ def _check_shared_paths(suite: SuiteConfig, fail: Fail) -> None:
 
 
 def _check_eval_splits(suite: SuiteConfig, where: str, fail: Fail) -> None:
+    if not suite.eval.splits:
+        fail("eval.splits", "expected at least one evaluation split, found none (the jobs would train and never be scored)")
     for key, sp in suite.eval.splits.items():
         k = f"eval.splits.{key}"
         if sp.data in suite.data:
@@ -213,6 +237,10 @@ def _check_eval_splits(suite: SuiteConfig, where: str, fail: Fail) -> None:
                 fail(f"{k}.split", f"data set {sp.data!r} has no split {sp.split!r} (has: {', '.join(ds.splits)})")
             if sp.frames > ds.frames:
                 fail(f"{k}.frames", f"{sp.frames} frames but data.{sp.data} has {ds.frames}")
+            held = ds.splits.get(sp.split)
+            if sp.onestep_sequences is not None and held is not None and sp.onestep_sequences > held:
+                fail(f"{k}.onestep_sequences", f"{sp.onestep_sequences} sequences but data.{sp.data}.splits."
+                                               f"{sp.split} has {held}; expected at most {held}")
         elif not sp.data.endswith(_DATA_SUFFIXES):
             fail(f"{k}.data", f"unknown data set {sp.data!r} (expected one of {', '.join(suite.data)} or an .h5 path)")
         check_eval_split(sp, where, k)
@@ -262,6 +290,10 @@ def _check_where_to_run(suite: SuiteConfig, fail: Fail) -> None:
     system = _system_directory(Path(suite.results))
     if system is not None:
         fail("results", f"{suite.results!r} is {system}; expected a directory of your own (e.g. results)")
+    dangling = _dangling_link(Path(suite.results) / suite.name)
+    if dangling is not None:
+        fail("results", f"{str(dangling)!r} is a symbolic link to {os.readlink(dangling)!r}, which does not exist; "
+                        "expected a directory (or nothing)")
     blocker = _file_in_the_way(Path(suite.results) / suite.name)
     if blocker is not None:
         fail("results", f"{str(blocker)!r} is a file, expected a directory (or nothing) at {suite.results!r}/{suite.name}")
@@ -269,10 +301,10 @@ def _check_where_to_run(suite: SuiteConfig, fail: Fail) -> None:
         fail("workers", f"expected >= 1, found {suite.workers}")
     if not is_device_name(suite.device):
         fail("device", f"expected {DEVICE_NAMES}, found {suite.device!r}")
-    if suite.ray.num_cpus_per_job <= 0:
-        fail("ray.num_cpus_per_job", f"expected > 0, found {suite.ray.num_cpus_per_job}")
-    if suite.ray.num_gpus_per_job < 0:
-        fail("ray.num_gpus_per_job", f"expected >= 0, found {suite.ray.num_gpus_per_job}")
+    if not (0 < suite.ray.num_cpus_per_job < math.inf):
+        fail("ray.num_cpus_per_job", f"expected a finite number > 0, found {suite.ray.num_cpus_per_job}")
+    if not (0 <= suite.ray.num_gpus_per_job < math.inf):
+        fail("ray.num_gpus_per_job", f"expected a finite number >= 0, found {suite.ray.num_gpus_per_job}")
 
 
 _PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")  # nothing below these is a place for results
@@ -293,6 +325,17 @@ def _system_directory(results: Path) -> str | None:
             return f"inside the system's {top} filesystem"
     if text in _SYSTEM_DIRECTORIES:
         return "a system directory"
+    return None
+
+
+def _dangling_link(directory: Path) -> Path | None:
+    """The first symbolic link on the way to `directory` whose target does not exist, else None.
+
+    Why: `results: rdang` with `rdang` such a link validated, then `run` generated the data and failed
+    with `rdang: File exists` (mkdir sees the link, and cannot follow it)."""
+    for candidate in [*reversed(directory.parents), directory]:
+        if candidate.is_symlink() and not candidate.exists():
+            return candidate
     return None
 
 

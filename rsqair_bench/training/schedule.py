@@ -1,5 +1,5 @@
 """The training schedule as pure functions of the iteration: curriculum length, learning-rate
-factor, and early stopping. Pure so that `run --dry-run`'s cost estimate (`runner/cost.py`) and the
+factor, and early stopping. Pure so that `run --dry-run`'s cost estimate (`runner/cost_model.py`) and the
 tests can ask what training will do without training."""
 
 from __future__ import annotations
