@@ -123,6 +123,19 @@ class DataSetConfig:
     splits: dict[str, int] = field(default_factory=lambda: {"training": 50_000, "validation": 10_000, "test": 10_000})
 
 
+# ----------------------------------------------------------------------------- state-space track
+@dataclass
+class StatesConfig:
+    """The state-space track (ours, docs/states.md): the suite's relations and SQAIR's propagation prior
+    on the simulator's true ball states instead of pixels. A suite with a `states:` block runs it; the
+    model_config (z_what, n_hidden, prop_prior 'velocity', relation_options) and train (optimizer,
+    learning rate and its decay, batch_size windows, max_iterations steps per model) keys still apply."""
+
+    noise_px: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5])  # input noise std, px per axis: one model each
+    history: int = 3  # input frames t-3..t-1 (their centres: the last where and 2 displacements in what)
+    pixel_results: str | None = None  # a pixel suite's results directory: the gain figure marks its posterior error
+
+
 # ----------------------------------------------------------------------------- job and suite
 @dataclass
 class JobConfig:
@@ -135,6 +148,7 @@ class JobConfig:
     model_config: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     plugins: list[str] = field(default_factory=list)
+    states: StatesConfig | None = None  # the state-space track's settings; None: the pixel model
 
 
 @dataclass
@@ -161,6 +175,7 @@ class SuiteConfig:
     results: str = "results"
     ray: RayConfig = field(default_factory=RayConfig)
     baseline: str | None = None  # ours: the model significance.md tests every other against; None = sqair
+    states: StatesConfig | None = None  # ours: run the state-space track instead of the pixel models (docs/states.md)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -190,7 +205,11 @@ def parse_value(tp: Any, value: Any, where: str, partial: bool = False) -> Any:
     if dataclasses.is_dataclass(tp):
         return parse_dataclass(tp, value, where, partial)
     if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None  # before a dataclass option, which would read null as an empty block
         for option in typing.get_args(tp):
+            if dataclasses.is_dataclass(option) and isinstance(value, dict):
+                return parse_dataclass(option, value, where)  # its own error names the key inside the block
             try:
                 return parse_value(option, value, where, partial)
             except ConfigError:
@@ -654,6 +673,24 @@ def check_eval_split(split: EvalSplit, where: str = "", section: str = "eval spl
     _raise_first(where, section, split, eval_split_checks(split))
 
 
+def check_states_config(states: StatesConfig, model: ModelConfig, where: str = "") -> None:
+    """Ranges of the state-space track's settings, and the model settings the track needs."""
+    noise = states.noise_px
+    _raise_first(where, "states", states, [
+        ("noise_px", bool(noise), "at least one noise std (px)"),
+        ("noise_px", all(0 <= s < 1e3 for s in noise), "stds >= 0 px (and below 1000)"),
+        ("noise_px", len({f"{s:g}" for s in noise}) == len(noise), "each std once"),
+        ("history", 2 <= states.history <= model.z_what // 2 + 1,
+         f"between 2 and z_what // 2 + 1 = {model.z_what // 2 + 1} frames (each displacement fills 2 of what's "
+         "model_config.z_what values)"),
+    ])
+    _raise_first(where, "model_config", model, [
+        ("prop_prior", model.prop_prior == "velocity", "'velocity' in the state-space track (velocity + learned delta)"),
+        ("prop_velocity_space", model.prop_velocity_space == "logit",
+         "'logit' in the state-space track (its where holds the centre itself: the rule is exact constant velocity)"),
+    ])
+
+
 def check_job(job: JobConfig, where: str = "") -> None:
     """Every range of a job config, checked before anything is written (relation options are checked by
     the registry when train_job builds the model, also before it writes)."""
@@ -664,3 +701,5 @@ def check_job(job: JobConfig, where: str = "") -> None:
         raise ConfigError(f"{where + ' ' if where else ''}seed: {problem}")
     check_model_config(job.model_config, where)
     check_train_config(job.train, where)
+    if job.states is not None:
+        check_states_config(job.states, job.model_config, where)

@@ -62,6 +62,13 @@ EVALUATION_VERSION = 4  # bumped when evaluation adds or changes a metric: `run`
 # 3: + prior error decomposition at frame T, one-step scores at every frame (`onestep_sequences`);
 # 4: + both located by drawn centres (`prior_decomposition_drawn`, `one_step_drawn`)
 
+# The state-space track (docs/states.md): its metrics.json says `"track": "states"`, and each split holds a
+# `states` block (evaluation/states.py) instead of the pixel metrics. Its evaluation has its own version.
+STATES_TRACK = "states"
+STATES_EVALUATION_VERSION = 1  # 1: centre error, log-density, constant velocity per σ; oracle; ball counts
+STATES_SPLIT_KEYS = ["data", "split", "max_objects", "frames", "sequences", "states"]
+STATES_BLOCK_KEYS = ["history", "balls", "oracle_error_px", "noise"]
+
 
 def evaluation_settings(split: Any, eval_cfg: Any) -> dict[str, Any]:
     """A split entry's `settings`: everything that decides its numbers besides the checkpoint and the seed
@@ -94,6 +101,11 @@ def validate_metrics(metrics: dict[str, Any]) -> None:
     need(metrics, TOP_KEYS + ["splits"], "")
     need(metrics["parameters"], ["total", "relation"], "parameters.")
     need(metrics["train"], [k for k in TRAIN_KEYS if k not in OPTIONAL_TRAIN_KEYS], "train.")
+    if metrics.get("track") == STATES_TRACK:
+        for name, entry in metrics["splits"].items():
+            need(entry, STATES_SPLIT_KEYS, f"splits.{name}.")
+            need(entry["states"], STATES_BLOCK_KEYS, f"splits.{name}.states.")
+        return
     for name, entry in metrics["splits"].items():
         need(entry, SPLIT_KEYS, f"splits.{name}.")
         for metric in ("data_ll", "relational_ll"):

@@ -26,13 +26,14 @@ from rsqair_bench.errors import DataError
 SCHEMA_VERSION = 1  # metrics.json layout; a file without `schema_version` predates the field and is version 1
 SEED_LIMIT = 2**63  # seeds are in [0, 2**63) (seeding.check_seed)
 
-_JOB_TEXT = ("suite", "config_hash", "device", "torch_version")
+_JOB_TEXT = ("suite", "config_hash", "device", "torch_version", "track")
 _SPLIT_INTS = ("frames", "samples", "sequences", "max_objects", "sequences_with_collision", "checkpoint_iteration",
                "particles")
 _SPLIT_NUMBERS = ("count_accuracy", "eval_sequences_per_s", "peak_memory_mb", "empty_frame_data_ll")
 _SCORES = ("data_ll", "relational_ll")
 _SCORE_BLOCKS = ("references", "matching", "prior_decomposition", "one_step",  # every leaf a number or null
-                 "prior_decomposition_drawn", "one_step_drawn")
+                 "prior_decomposition_drawn", "one_step_drawn",
+                 "states")  # the state-space track's block, docs/states.md
 
 
 class _Checker:

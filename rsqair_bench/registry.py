@@ -268,6 +268,14 @@ def build_model(model_name: str, config: ModelConfig) -> nn.Module:
     return SQAIR(config, relation)
 
 
+def build_state_model(model_name: str, config: ModelConfig) -> nn.Module:
+    """The state-space track's model for `sqair` or `sqair+<relation>`: the same relation as `build_model`
+    builds, driving SQAIR's propagation prior on ball states (models/state_tracker.py)."""
+    from rsqair_bench.models.state_tracker import StateTracker
+
+    return StateTracker(config, build_relation(parse_model_name(model_name), config))
+
+
 def default_model_factory(plugins: list[str]) -> ModelFactory:
     """`build_model` after loading the plugin files `plugins`: what `train` and `eval` use unless injected."""
     if plugins:

@@ -65,7 +65,7 @@ def test_unknown_relation_lists_known_names() -> None:
     with pytest.raises(RegistryError) as err:
         registry.get_relation("nope")
     message = str(err.value)
-    assert "'nope'" in message and "in, in_mean, in_noatt" in message and "rmc" in message and "\n" not in message
+    assert "'nope'" in message and "in, in_local, in_mean, in_noatt" in message and "rmc" in message and "\n" not in message
     with pytest.raises(RegistryError, match="'sqair\\+nope'|'nope'"):
         registry.build_model("sqair+nope", ModelConfig())
     with pytest.raises(RegistryError, match="expected 'sqair' or 'sqair\\+<relation>'"):

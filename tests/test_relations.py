@@ -10,7 +10,7 @@ from rsqair_bench.models.relation import Relation
 from rsqair_bench.registry import build_relation, relation_names
 
 D = 10  # object_latent_dim at z_what = 5
-EQUIVARIANT = ["identity", "in", "in_noatt", "in_mean", "rmc", "transformer"]
+EQUIVARIANT = ["identity", "in", "in_noatt", "in_mean", "in_local", "mlp", "rmc", "transformer"]
 SEQUENTIAL = ["gru", "lstm"]
 
 
@@ -163,3 +163,72 @@ def test_gamma_starts_with_the_objects_own_latent(name: str) -> None:
     gamma, _ = step(rel, z, present)
     assert rel.out_dim >= D and gamma.shape[-1] == rel.out_dim
     torch.testing.assert_close(gamma[present][:, :D], z[present], rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- the local IN (`radius`) and the MLP control
+def scene(positions: list[tuple[float, float]], seed: int = 0) -> torch.Tensor:
+    """z [1, K, D] with random what, scale and pres features and the where shift (box centre) at `positions`."""
+    z = torch.randn(1, len(positions), D, generator=torch.Generator().manual_seed(seed))
+    z[0, :, -3:-1] = torch.tensor(positions)
+    return z
+
+
+def make_with(name: str, **options: object) -> Relation:
+    torch.manual_seed(0)
+    relation = build_relation(name, ModelConfig(z_what=5, relation_options={name: dict(options)}))
+    return relation.eval()
+
+
+def test_where_shift_reads_the_box_centre_of_the_latent() -> None:
+    from rsqair_bench.models.relation import where_shift
+
+    z = scene([(0.1, -0.2), (0.7, 0.3)])
+    torch.testing.assert_close(where_shift(z), torch.tensor([[[0.1, -0.2], [0.7, 0.3]]]))
+
+
+@pytest.mark.parametrize("name", ["in_local", "in", "in_mean"])
+def test_a_sender_beyond_the_radius_is_as_if_absent(name: str) -> None:
+    """Object 2 sits 2.0 units from object 0 (radius 0.8): object 0's gamma is what it is with object 2
+    absent, whatever object 2's latent holds; object 1 (0.5 away) does reach it."""
+    rel = make_with(name, radius=0.8)
+    z = scene([(0.0, 0.0), (0.5, 0.0), (2.0, 0.0)])
+    everyone = torch.ones(1, 3, dtype=torch.bool)
+    without_2 = torch.tensor([[True, True, False]])
+    gamma, _ = step(rel, z, everyone)
+    gamma_absent, _ = step(rel, z, without_2)
+    torch.testing.assert_close(gamma[0, 0], gamma_absent[0, 0], rtol=0, atol=0)
+    z_far = z.clone()
+    z_far[0, 2, :-3] += 5.0  # another far object: other what and scale, same place
+    torch.testing.assert_close(step(rel, z_far, everyone)[0][0, 0], gamma[0, 0], rtol=0, atol=0)
+    z_near = z.clone()
+    z_near[0, 2, -3:-1] = torch.tensor([0.3, 0.4])  # moved within the radius: now it sends
+    assert (step(rel, z_near, everyone)[0][0, 0] - gamma[0, 0]).abs().max() > 1e-4
+    without_1 = torch.tensor([[True, False, True]])
+    assert (step(rel, z, without_1)[0][0, 0] - gamma[0, 0]).abs().max() > 1e-4  # the near sender counts
+
+
+def test_local_in_with_a_radius_no_pair_reaches_is_the_in() -> None:
+    """Same weights: a radius beyond every distance changes nothing, so `in_local` is the IN plus a mask."""
+    local, full = make_with("in_local", radius=100.0), make("in")
+    local.load_state_dict(full.state_dict())
+    z, present = inputs(6, 5)
+    torch.testing.assert_close(step(local, z, present)[0], step(full, z, present)[0], rtol=0, atol=0)
+
+
+def test_local_in_default_radius_and_option_checks() -> None:
+    assert make("in_local").radius == 0.8  # 20 px in the state-space track (25 px per crop unit)
+    assert make("in").radius is None  # the paper's IN: every present object sends
+    assert make_with("in", radius=0.5).radius == 0.5
+    with pytest.raises(ValueError, match="radius"):
+        make_with("in_local", radius=0.0)
+
+
+def test_mlp_control_sends_nothing() -> None:
+    """The per-object MLP has depth and no messages: another object's latent never reaches gamma_k."""
+    rel = make("mlp")
+    z, _ = inputs(3, 4)
+    present = torch.ones(3, 4, dtype=torch.bool)
+    z2 = z.clone()
+    z2[:, 1:] += torch.randn(3, 3, D, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(step(rel, z2, present)[0][:, 0], step(rel, z, present)[0][:, 0], rtol=0, atol=0)
+    assert rel.out_dim > D  # it adds features, unlike the identity

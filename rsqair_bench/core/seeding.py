@@ -2,7 +2,9 @@
 
 Every random stream of a job is a seeded `torch.Generator` whose seed is `derive_seed(job seed, purpose, ...)`.
 Purposes in use: 0 model init, 1 epoch order, 2 training windows, 3 model noise, 4/5 validation noise/order,
-6 DataLoader workers (training/loop.py); 10 sampled last frames, 11 IWAE bound, 12 loader (evaluation/evaluate.py).
+6 DataLoader workers (training/loop.py); 10 sampled last frames, 11 IWAE bound, 12 loader (evaluation/evaluate.py);
+the state-space track: 20 model init, 21 windows, 22 input noise (training/states.py), 23 input noise
+(evaluation/states.py), the same for every noise std.
 """
 
 from __future__ import annotations

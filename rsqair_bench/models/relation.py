@@ -15,6 +15,15 @@ from torch import Tensor, nn
 State = Any  # a Tensor or a tuple of Tensors, each with batch as its first dimension; None when stateless
 
 
+def where_shift(z: Tensor) -> Tensor:
+    """The box centre each object's latent carries: the shift pair of its where, [..., 2] (x, y).
+
+    z = [what, where (scale_x, scale_y, shift_x, shift_y), pres] (SQAIR's `Objects.latent`, and the
+    state-space track's `models.state_tracker.object_latent`), so the shift is z[..., -3:-1]. A relation
+    that needs positions (the IN's `radius`) reads them here, so the layout is written down once."""
+    return z[..., -3:-1]
+
+
 class Relation(nn.Module):
     """Gamma: previous-step object latents -> per-object context.
 

@@ -23,13 +23,14 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rsqair_bench.core.io import atomic_write_text, check_outputs, owned_directory
 from rsqair_bench.errors import ConfigError, DataError
-from rsqair_bench.metrics import MISSING, collect_metrics, label, ordered_splits, unpooled_metrics
+from rsqair_bench.metrics import MISSING, collect_metrics, label, ordered_models, ordered_splits, unpooled_metrics
 from rsqair_bench.report.figures import draw_rollouts, figure_ll_bars, figure_rollouts, figure_training_curves
 from rsqair_bench.report.pooling import mark_mixed, mixed_note, mixed_settings, unpooled_note, without_mixed
+from rsqair_bench.report.states import is_states_report
 from rsqair_bench.report.tables import (
     METRICS,
     dynamics_files,
@@ -54,20 +55,24 @@ class ReportContent:
     runs: list[dict[str, Any]]
     pooled: list[dict[str, Any]]
     compare_paper: bool
+    figures: Callable[[Path], list[Path]] | None = None  # the state-space track's figures (figures dir -> files)
 
 
 def write_report(
-    results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None
+    results_dir: str | Path, expected_seeds: int | None = None, compare_paper: bool = False, baseline: str | None = None,
+    pixel_results: str | Path | None = None,
 ) -> list[Path]:
     """Write tables and figures into results_dir/report/; returns the files written.
 
     `baseline`: the model every other is tested against in significance.md (default: sqair).
+    `pixel_results`: for the state-space track's gain figure, a pixel suite's results directory whose
+    posterior error it marks (report/states_figure.py); the pixel report ignores it.
     Everything is read, checked and computed first (`build_report`); only then is report/ created, held
     (report/.lock) and written, after removing the temp files a killed report left (io.owned_directory).
     Why: a report refused for a bad metrics.json still created report/ and report/.lock, and one that
     failed on a block of the wrong shape died after table.md/.csv/.tex were rewritten (a half-new report).
     """
-    content = build_report(Path(results_dir), expected_seeds, compare_paper, baseline)
+    content = build_report(Path(results_dir), expected_seeds, compare_paper, baseline, pixel_results)
     out = Path(results_dir) / "report"
     with owned_directory(out, subdirectories=("figures",)):
         return _write(content, out)
@@ -93,7 +98,7 @@ def _check_baseline(baseline: str | None, models: set[str], results_dir: Path) -
 
 
 def build_report(results_dir: Path, expected_seeds: int | None = None, compare_paper: bool = False,
-                 baseline: str | None = None) -> ReportContent:
+                 baseline: str | None = None, pixel_results: str | Path | None = None) -> ReportContent:
     """Read and check every input, and compute every table; writes nothing (`write_report` writes)."""
     from rsqair_bench.report.failures import collect_failures
     from rsqair_bench.report.significance_table import significance_files
@@ -107,6 +112,8 @@ def build_report(results_dir: Path, expected_seeds: int | None = None, compare_p
         raise DataError(f"{results_dir}: no metrics.json files found as <model>/seed<k>/metrics.json{found}")
     failures = collect_failures(results_dir)  # failed jobs keep their rows (0/N, k/N) and their reasons
     _check_baseline(baseline, {r["model"] for r in runs} | {f.model for f in failures}, results_dir)
+    if is_states_report(runs):  # the state-space track (docs/states.md) has its own tables and figure
+        return _states_content(runs, results_dir, expected_seeds, baseline, pixel_results)
     expected = expected_seeds or len({r["seed"] for r in runs} | {f.seed for f in failures})
     mixed = mixed_settings(runs)
     pooled = without_mixed(runs, mixed)
@@ -114,6 +121,21 @@ def build_report(results_dir: Path, expected_seeds: int | None = None, compare_p
     texts.update(_other_texts(runs, pooled, set(mixed), baseline))
     texts.update(significance_files(pooled, baseline))
     return ReportContent(texts, runs, pooled, compare_paper)
+
+
+def _states_content(runs: list[dict], results_dir: Path, expected_seeds: int | None, baseline: str | None,
+                    pixel_results: str | Path | None) -> ReportContent:
+    """The state-space report: report/states.py's tables and report/states_figure.py's gain figure, whose
+    marks (`pixel_results`) are read and checked now, before anything is written."""
+    from rsqair_bench.report.significance_table import resolve_baseline
+    from rsqair_bench.report.states import splits_of, states_texts
+    from rsqair_bench.report.states_figure import figure_gain, posterior_marks
+
+    for split in splits_of(runs):
+        posterior_marks(pixel_results, split)  # a directory without the posterior error is refused here
+    base = resolve_baseline(baseline, ordered_models(runs))
+    return ReportContent(states_texts(runs, results_dir, expected_seeds, baseline), runs, runs, False,
+                         figures=lambda figs: figure_gain(runs, figs / "gain_vs_sigma", base, pixel_results))
 
 
 CAPTION = "Log-likelihood of the sampled last frame (nats, mean ± std over seeds × samples)"
@@ -165,6 +187,8 @@ def _write(content: ReportContent, out: Path) -> list[Path]:
     for name, text in content.texts.items():
         atomic_write_text(out / name, text)
         written.append(out / name)
+    if content.figures is not None:  # the state-space track: its own figure, none of the pixel ones
+        return written + content.figures(figs)
     written += figure_ll_bars(content.pooled, figs / "fig4_ll", content.compare_paper)
     written += figure_training_curves(content.runs, figs / "training_curves")
     written += figure_rollouts(content.runs, figs / "fig3_rollouts")
@@ -207,6 +231,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", metavar="PATH", help="with --rollout: output path without extension; with --compare: output directory"
     )
     parser.add_argument("--compare-paper", action="store_true", help="add the R-SQAIR paper's numbers beside ours")
+    parser.add_argument("--pixel-results", metavar="DIR", default=None,
+                        help="state-space track: mark this pixel results directory's posterior error on the gain figure")
     parser.add_argument(
         "--expected-seeds", type=int, default=None, help="seeds each model should have (default: every seed found for any model)"
     )
@@ -238,7 +264,7 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError("report: give a RESULTS_DIR (or --rollout NPZ)")
     if args.other:
         raise ConfigError(f"report: a second directory ({args.other}) needs --compare")
-    written = write_report(args.results_dir, args.expected_seeds, args.compare_paper, args.baseline)
+    written = write_report(args.results_dir, args.expected_seeds, args.compare_paper, args.baseline, args.pixel_results)
     out = Path(args.results_dir) / "report"
     print((out / "table.md").read_text())
     print(f"tables in {out}; figures in {out / 'figures'} ({sum(p.suffix == '.png' for p in written)} figures)")

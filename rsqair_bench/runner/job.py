@@ -33,6 +33,8 @@ from rsqair_bench.core.job_status import mark_phase
 from rsqair_bench.errors import BenchError, ConfigError, LockedError, OutputError
 from rsqair_bench.metrics import (
     JOB_LEVEL_KEYS,
+    STATES_EVALUATION_VERSION,
+    STATES_TRACK,
     TRAIN_KEYS,
     TrainStats,
     evaluation_settings,
@@ -64,6 +66,10 @@ class JobOutcome:
 
 # ----------------------------------------------------------------------------- the job function
 def _default_train(job: JobConfig, out_dir: Path, progress: bool = True) -> Any:
+    if job.states is not None:  # the state-space track (docs/states.md)
+        from rsqair_bench.training.states import train_states_job
+
+        return train_states_job(job, out_dir, progress=progress)
     from rsqair_bench.training.loop import train_job  # lazy: keeps `run --dry-run` and the CLI light
 
     return train_job(job, out_dir, progress=progress)
@@ -77,6 +83,14 @@ def _default_eval(
     rollout = rollout_path(checkpoint.parent, split)  # for the report's Figure 3
     return evaluate_checkpoint(checkpoint, data_path, split, eval_cfg, device=device, seed=seed, rollout_path=rollout,
                                knockout=True)
+
+
+def _default_states_eval(
+    checkpoint: Path, data_path: str, split: EvalSplit, eval_cfg: EvalConfig, device: str = "auto", seed: int = 0
+) -> dict:
+    from rsqair_bench.evaluation.states import evaluate_states
+
+    return evaluate_states(checkpoint, data_path, split, eval_cfg, device=device, seed=seed)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
@@ -104,7 +118,14 @@ def rollout_path(job_dir: Path, split: EvalSplit) -> Path:
 
 
 def _default_metrics(job: Job, train_result: Any, splits: dict[str, dict], path: Path) -> dict:
-    """Job facts from best.pt (evaluate.job_info_from_checkpoint), training totals from the train result."""
+    """Job facts from best.pt (evaluate.job_info_from_checkpoint), training totals from the train result.
+
+    A state-space job's facts all come with its train result (training/states.py), and its file says
+    `"track": "states"` (metrics.STATES_TRACK), which selects that track's schema and report."""
+    if job.config.states is not None:
+        metrics = build_metrics(job, train_result, splits)
+        entries = metrics.pop("splits")
+        return write_metrics(path, {**metrics, "track": STATES_TRACK}, entries)
     from rsqair_bench.evaluation.evaluate import job_info_from_checkpoint
 
     info = job_info_from_checkpoint(job.directory / "best.pt", suite=job.suite, device=job.config.device)
@@ -213,7 +234,8 @@ def _execute_locked(job: Job, out: Path, start: float, progress: bool, train_fn:
         mark_phase(out, "evaluating")  # for the live display; no-op without a status file
         for key in todo:
             split = job.eval.splits[key]
-            entry = (eval_fn or _default_eval)(
+            default_eval = _default_eval if job.config.states is None else _default_states_eval
+            entry = (eval_fn or default_eval)(
                 out / "best.pt", job.split_data_path(split.data), split, job.eval, device=job.config.device, seed=job.seed
             )
             splits[key] = {**entry, "settings": _split_settings(job, key)}
@@ -256,7 +278,10 @@ def check_job_outputs(job: Job) -> None:
 def _split_settings(job: Job, key: str) -> dict[str, Any]:
     """A split entry's `settings` (metrics.evaluation_settings) plus the identity of the file it scores."""
     split = job.eval.splits[key]
-    return {**evaluation_settings(split, job.eval), "data_checksum": job.data_checksums.get(split.data)}
+    settings = {**evaluation_settings(split, job.eval), "data_checksum": job.data_checksums.get(split.data)}
+    if job.config.states is not None:  # the state-space track's evaluation has its own version
+        settings.update(track=STATES_TRACK, version=STATES_EVALUATION_VERSION)
+    return settings
 
 
 def _train_data_identity(job: Job) -> dict[str, Any]:

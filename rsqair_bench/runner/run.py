@@ -236,7 +236,10 @@ def _print_dry_run(suite: SuiteConfig, jobs: list[Job], executor: str, workers: 
     from rsqair_bench.runner.cost import cost_lines  # lazy: only the dry run needs it
 
     work, states, stale = dry_run_work(suite, jobs)
-    cost = cost_lines(suite, workers, throughput, work=work)  # first: a bad --throughput fails before any output
+    if suite.states is not None:  # the state-space track: its size; its measured time is in docs/states.md
+        cost = _states_cost_lines(suite, len(jobs), workers)
+    else:
+        cost = cost_lines(suite, workers, throughput, work=work)  # first: a bad --throughput fails before any output
     print(
         f"{len(jobs)} jobs ({len(suite.models)} models x {len(suite.seeds)} seeds), executor {executor}, "
         f"workers {workers}, results in {results_dir}",
@@ -250,6 +253,21 @@ def _print_dry_run(suite: SuiteConfig, jobs: list[Job], executor: str, workers: 
         path = Path(suite.data[name].path)
         print(f"  data {name}: {path} ({'exists' if path.exists() else 'will be generated'})", file=out)
     print("\n".join(cost), file=out)
+
+
+def _states_cost_lines(suite: SuiteConfig, jobs: int, workers: int) -> list[str]:
+    """The state-space track's cost: its size, and where its measured wall time is (docs/states.md).
+
+    No throughput model here: a state-space training is a few thousand small steps, and the whole
+    suite's measured time says more than a per-step figure would."""
+    states, train = suite.states, suite.train
+    trainings = jobs * len(states.noise_px)  # type: ignore[union-attr]
+    return [
+        "cost (state-space track):",
+        f"  {jobs} jobs x {len(states.noise_px)} models (one per states.noise_px) = {trainings} trainings of "  # type: ignore[union-attr]
+        f"{train.max_iterations:,} steps x {train.batch_size} windows, {workers} at a time",
+        "  measured wall time of suites/states.yaml: docs/states.md, \"Cost\"",
+    ]
 
 
 def dry_run_work(suite: SuiteConfig, jobs: list[Job]) -> tuple[list[JobWork], dict[str, str], dict[str, dict[str, str]]]:
@@ -343,7 +361,8 @@ def _write_suite_report(suite: SuiteConfig, results_dir: Path, out: Any) -> Path
     """report/ from every metrics.json of the suite (report.write_report); returns the report directory."""
     from rsqair_bench.report.write import write_report
 
-    written = write_report(results_dir, expected_seeds=len(suite.seeds), baseline=suite.baseline)
+    pixel_results = suite.states.pixel_results if suite.states is not None else None
+    written = write_report(results_dir, expected_seeds=len(suite.seeds), baseline=suite.baseline, pixel_results=pixel_results)
     report_dir = results_dir / "report"
     tables = ", ".join(p.name for p in written if p.parent == report_dir and p.suffix != ".pdf")
     headline = report_dir / "table.md"  # the sampled frame's LL per model, with the reference predictors' rows

@@ -26,6 +26,7 @@ from rsqair_bench.config import (
     check_eval_config,
     check_eval_split,
     check_model_config,
+    check_states_config,
     check_train_config,
     estimated_parameters,
     load_config,
@@ -91,6 +92,7 @@ def validate_suite(suite: SuiteConfig, path: str | Path) -> SuiteConfig:
     _check_seeds(suite, fail)
     _check_data(suite, fail)
     _check_eval_splits(suite, where, fail)
+    _check_states(suite, where, fail)
     _check_where_to_run(suite, fail)
     return suite
 
@@ -245,6 +247,21 @@ def _check_eval_splits(suite: SuiteConfig, where: str, fail: Fail) -> None:
         _check_eval_memory(suite, k, sp, fail)
 
 
+def _check_states(suite: SuiteConfig, where: str, fail: Fail) -> None:
+    """The state-space track (docs/states.md): its settings' ranges, and frames left to predict after the
+    input history in the training data and in every evaluated split."""
+    if suite.states is None:
+        return
+    check_states_config(suite.states, suite.model_config, where)
+    history = suite.states.history
+    if suite.data[suite.train_data].frames <= history:
+        fail(f"data.{suite.train_data}.frames", f"{suite.data[suite.train_data].frames} frames, expected more than "
+                                                f"states.history {history} (frames t > history are predicted)")
+    for key, sp in suite.eval.splits.items():
+        if sp.frames <= history:
+            fail(f"eval.splits.{key}.frames", f"{sp.frames}, expected more than states.history {history}")
+
+
 def _check_eval_memory(suite: SuiteConfig, key: str, sp: EvalSplit, fail: Fail) -> None:
     """The memory of one evaluation batch, estimated as `eval` does (limits.eval_memory_bytes), so that
     `eval.samples: 10**9` is refused now and not after all training. On the CPU the bound is this
@@ -362,6 +379,7 @@ def expand_jobs(suite: SuiteConfig) -> list[Job]:
                 model_config=copy.deepcopy(suite.model_config),
                 train=copy.deepcopy(suite.train),
                 plugins=list(suite.plugins),
+                states=copy.deepcopy(suite.states),
             )
             jobs.append(
                 Job(
