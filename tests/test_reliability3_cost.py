@@ -208,7 +208,7 @@ def test_T20_default_dry_run_never_measures_and_uses_the_closest_committed_file(
 
 def test_T20_the_study_dry_run_trains_nothing_and_loads_no_torch() -> None:
     stdout = dry_run_without_torch("suites/study.yaml")
-    assert "throughput from file: results/bench/" in stdout and "another architecture" in stdout
+    assert "throughput from file: results/bench/" in stdout  # a committed figure, not a measurement
     assert stdout.rstrip().endswith("no torch")
 
 

@@ -32,7 +32,8 @@ from tests.test_runner import FAKES
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "results" / "study" / "checkpoints"
 TRAIN_FIGURES = {"iterations": 30, "seconds": 4.34, "sequences_per_s": 38.2, "peak_memory_mb": 100.0,
-                 "best_validation_bound": -12.5, "compiled": False, "compile_fallback": None, "compile_seconds": None}
+                 "best_validation_bound": -12.5, "compiled": False, "compile_fallback": None, "compile_seconds": None,
+                 "precision": "fp32"}
 
 
 # ----------------------------------------------------------------------------- helpers

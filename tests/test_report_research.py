@@ -129,7 +129,7 @@ def test_compare_two_results_directories(tmp_path: Path, capsys: pytest.CaptureF
     balls678 = next(line for line in text.splitlines() if line.startswith("| SQAIR   | balls678/test | data LL"))
     assert "+0.00" in balls678 and "| 1.000 " in balls678
     speed = [c.strip() for c in text.split("## Throughput")[1].splitlines()[4].split("|")[1:-1]]
-    assert speed == ["SQAIR", "21.0", "41.0", "1.95x", "41.0", "41.0", "1.00x", "cpu", "cuda (H100)"]  # 41 / 21
+    assert speed == ["SQAIR", "21.0", "41.0", "1.95x", "41.0", "41.0", "1.00x", "fp32", "fp32", "cpu", "cuda (H100)"]  # 41 / 21
     assert (out / "compare.csv").read_text().count("\n") == 1 + 2 * 3  # header + 2 splits x 3 metrics of sqair
     assert (out / "compare_throughput.csv").is_file()
 
