@@ -35,3 +35,8 @@ class LockedError(BenchError):
 
 class TrainingDiverged(BenchError):
     """The loss or a gradient became NaN/inf; the last good checkpoint was kept."""
+
+
+def found(value: object) -> str:
+    """What an input held, for an error message's "found ...": the type and value, or null."""
+    return "null" if value is None else f"{type(value).__name__} {value!r}"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rsqair_bench import cli
-from rsqair_bench.config import load_suite_mapping
+from rsqair_bench.config_files import load_suite_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 

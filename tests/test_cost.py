@@ -1,4 +1,5 @@
-"""`run --dry-run`'s cost block (rsqair_bench/runner/cost.py, cost_model.py, throughput.py) and `run`'s device check (device.check_run_device).
+"""`run --dry-run`'s cost block (rsqair_bench/runner/cost.py, cost_model.py, throughput.py)
+and `run`'s device check (device.check_run_device).
 
 The suite below is small enough to work its cost out by hand. Its protocol: 320 training sequences,
 batch 32 -> a validation every epoch of 10 iterations; curriculum 3 -> 5 frames, +1 every 10

@@ -104,7 +104,7 @@ def test_T11_a_bench_file_setting_of_zero_is_one_line(tmp_path: Path, capsys: py
     assert_one_line(code, err, f"--throughput {path}: settings.{key}: expected an integer between 1 and", "found int 0")
 
 
-@pytest.mark.parametrize("key,value,found", [("batch", "32", "str '32'"), ("particles", None, "nothing"),
+@pytest.mark.parametrize("key,value,found", [("batch", "32", "str '32'"), ("particles", None, "null"),
                                              ("frames", True, "bool True"), ("compile", "yes", "str 'yes'")])
 def test_T12_a_bench_file_setting_of_the_wrong_type_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                 key: str, value: Any, found: str) -> None:

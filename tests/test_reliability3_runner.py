@@ -21,7 +21,7 @@ import yaml
 
 from rsqair_bench import checkpoint as ckpt
 from rsqair_bench.config import EvalConfig, EvalSplit, SuiteConfig, load_config
-from rsqair_bench.errors import CheckpointError, ConfigError
+from rsqair_bench.errors import CheckpointError
 from rsqair_bench.report.write import write_report
 from rsqair_bench.runner import job as job_module
 from rsqair_bench.runner.run import FILE_DIGEST, run_suite

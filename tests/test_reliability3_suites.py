@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rsqair_bench.config import MAX_BASE_CHAIN, MAX_YAML_DEPTH, SuiteConfig, load_config
+from rsqair_bench.config import SuiteConfig, load_config
+from rsqair_bench.config_files import MAX_BASE_CHAIN, MAX_YAML_DEPTH
 from tests.cli_checks import assert_one_line, quick_suite_doc, run_cli
 
 

@@ -28,8 +28,8 @@ from rsqair_bench.core.io import atomic_write_text, owned_directory
 from rsqair_bench.errors import ConfigError, DataError
 from rsqair_bench.report import significance
 from rsqair_bench.report.failures import Failure, collect_failures
-from rsqair_bench.report.spread import SpreadRow, verdict_lines
 from rsqair_bench.report.pooling import unpooled_note
+from rsqair_bench.report.spread import SpreadRow, verdict_lines
 from rsqair_bench.report.textfmt import fixed, markdown_name, markdown_table
 
 

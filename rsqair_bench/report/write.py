@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rsqair_bench.core.io import atomic_write_text, check_outputs, owned_directory
 from rsqair_bench.errors import ConfigError, DataError

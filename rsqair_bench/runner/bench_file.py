@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rsqair_bench.errors import ConfigError
+from rsqair_bench.errors import ConfigError, found
 
 BASE_MODEL = "sqair"  # whose figure stands in for a model a bench file does not list
 BENCH_FILE_LIMIT = 2**20  # bytes: a bench file is a few kilobytes
@@ -89,7 +89,7 @@ def read_bench_figures(path: Path) -> list[Figure]:
     groups = _checked_models(doc, where, settings.get("compile", False))
     device = doc.get("device")
     if not isinstance(device, str):
-        raise ConfigError(f"{where}: not a `bench --json` file (device: expected a string, found {_found(device)})")
+        raise ConfigError(f"{where}: not a `bench --json` file (device: expected a string, found {found(device)})")
     kind = "cuda" if device.startswith("cuda") else "cpu"
     return [Figure("from file", str(path), device, kind, settings | {"precision": precision, "compile": compiled},
                    train, evals) for (precision, compiled), (train, evals) in groups.items()]
@@ -101,10 +101,6 @@ def read_bench_file(path: Path) -> Figure:
     return read_bench_figures(path)[0]
 
 
-def _found(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
-
-
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SETTING
 
@@ -113,18 +109,18 @@ def _checked_settings(doc: dict[str, Any], where: str) -> dict[str, Any]:
     """The file's settings and threads, each of the type bench writes (the cost divides by several)."""
     settings = doc.get("settings")
     if not isinstance(settings, dict):
-        raise ConfigError(f"{where}: not a `bench --json` file (settings: expected a mapping, found {_found(settings)})")
+        raise ConfigError(f"{where}: not a `bench --json` file (settings: expected a mapping, found {found(settings)})")
     for key in INT_SETTINGS:
         if key in settings and not _positive_int(settings[key]):
             raise ConfigError(f"{where}: settings.{key}: expected an integer between 1 and {MAX_SETTING:,}, "
-                              f"found {_found(settings[key])}")
+                              f"found {found(settings[key])}")
     if "compile" in settings and not isinstance(settings["compile"], bool):
-        raise ConfigError(f"{where}: settings.compile: expected true or false, found {_found(settings['compile'])}")
+        raise ConfigError(f"{where}: settings.compile: expected true or false, found {found(settings['compile'])}")
     if "optimizer" in settings and not isinstance(settings["optimizer"], str):
-        raise ConfigError(f"{where}: settings.optimizer: expected a string, found {_found(settings['optimizer'])}")
+        raise ConfigError(f"{where}: settings.optimizer: expected a string, found {found(settings['optimizer'])}")
     threads = doc.get("threads")
     if threads is not None and not _positive_int(threads):
-        raise ConfigError(f"{where}: threads: expected an integer >= 1 or null, found {_found(threads)}")
+        raise ConfigError(f"{where}: threads: expected an integer >= 1 or null, found {found(threads)}")
     # `precisions` and `modes` list what the file measured; each figure gets its own variant's instead
     return {k: v for k, v in settings.items() if k not in ("precisions", "modes")} | {"threads": threads}
 
@@ -137,20 +133,20 @@ def _checked_models(doc: dict[str, Any], where: str, compile_setting: bool) -> d
     sequences/s, each a finite rate in range; a row without the variant's keys is fp32 in `compile_setting`'s mode."""
     models = doc.get("models")
     if not isinstance(models, list):
-        raise ConfigError(f"{where}: not a `bench --json` file (models: expected a list, found {_found(models)})")
+        raise ConfigError(f"{where}: not a `bench --json` file (models: expected a list, found {found(models)})")
     if not models:
         raise ConfigError(f"{where}: models: expected positive rates for at least one model, found none")
     groups: dict[tuple[str, bool], tuple[Rates, Rates]] = {}
     for i, entry in enumerate(models):
         name = entry.get("model") if isinstance(entry, dict) else None
         if not isinstance(name, str):
-            raise ConfigError(f"{where}: models[{i}].model: expected a model name, found {_found(name)}")
+            raise ConfigError(f"{where}: models[{i}].model: expected a model name, found {found(name)}")
         precision, compiled = entry.get("precision", "fp32"), entry.get("compiled", compile_setting)
         if precision not in PRECISIONS:
             raise ConfigError(f"{where}: models[{i}].precision: expected one of {', '.join(PRECISIONS)}, "
-                              f"found {_found(precision)}")
+                              f"found {found(precision)}")
         if not isinstance(compiled, bool):
-            raise ConfigError(f"{where}: models[{i}].compiled: expected true or false, found {_found(compiled)}")
+            raise ConfigError(f"{where}: models[{i}].compiled: expected true or false, found {found(compiled)}")
         train, evals = groups.setdefault((precision, compiled), ({}, {}))
         for key, into in (("train_iterations_per_s", train), ("eval_sequences_per_s", evals)):
             problem = rate_error(entry.get(key))

@@ -86,7 +86,8 @@ def cost_lines(suite: SuiteConfig, workers: int, throughput: str | None = None, 
     figure = choose_figure(suite, workers, throughput, kind, bench_dir, can_measure=can_measure)
     if figure is None:
         measure = f", or --throughput {MEASURE} (a few eager steps timed here)" if can_measure else ""
-        lines.append(f"  time: no throughput figure for {kind}, {suite.model_config.precision} (none committed in {_rel(bench_dir)}"
+        precision = suite.model_config.precision
+        lines.append(f"  time: no throughput figure for {kind}, {precision} (none committed in {_rel(bench_dir)}"
                      f"{'' if can_measure else f', and no {kind} here to measure'}); pass --throughput FILE "
                      f"(a `bench --json` file) or --throughput IT_PER_S{measure}")
         return lines

@@ -29,8 +29,8 @@ from rsqair_bench.config import (
     SuiteConfig,
     first_changed_setting,
     load_config,
-    load_yaml,
 )
+from rsqair_bench.config_files import load_yaml
 from rsqair_bench.core.progress import progress_enabled
 from rsqair_bench.errors import ConfigError
 from rsqair_bench.runner.executors import RAY_MISSING, run_local, run_ray
