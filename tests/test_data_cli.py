@@ -119,3 +119,16 @@ def test_ensure_dataset(tmp_path: Path) -> None:
     other = DataSetConfig(**{**cfg.__dict__, "seed": 2})
     with pytest.raises(DataError, match="seed=1, config expects 2"):
         ensure_dataset(other, progress=False)
+
+
+def test_ensure_dataset_names_a_link_to_nothing_on_the_way(tmp_path: Path) -> None:
+    """A checkout's `data` link to a folder that does not exist (another machine's disk) made mkdir fail
+    with a bare "data: File exists"; now one line names the link and its missing target."""
+    from rsqair_bench.errors import OutputError
+
+    (tmp_path / "data").symlink_to(tmp_path / "gone")
+    cfg = DataSetConfig(path=str(tmp_path / "data" / "learn" / "b4.h5"), balls="4", frames=5, size=64, seed=0,
+                        splits={"test": 4})
+    with pytest.raises(OutputError, match=r"data is a symbolic link to .*gone, which does not exist"):
+        ensure_dataset(cfg, progress=False)
+    assert not (tmp_path / "gone").exists()

@@ -127,3 +127,17 @@ def test_M05_results_as_a_dangling_symlink_is_refused_by_validate(tmp_path: Path
         code, err = run_cli(argv, capsys)
         assert_one_line(code, err, f"results: {str(link)!r} is a symbolic link to", "which does not exist")
     assert _snapshot(tmp_path) == before  # no data generated, nothing created
+
+
+def test_M06_a_data_folder_that_is_a_dangling_symlink_is_refused_by_validate(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkout whose `data` is a link to another machine's disk: `run` failed with a bare
+    "data: File exists" when it came to generate the data; now validate and run refuse it first."""
+    link = tmp_path / "data"
+    os.symlink(tmp_path / "elsewhere", link)
+    path = _suite(tmp_path, **{"data.balls4.path": str(link / "learn" / "b4.h5")})
+    before = _snapshot(tmp_path)
+    for argv in (["validate", str(path)], ["run", str(path)]):
+        code, err = run_cli(argv, capsys)
+        assert_one_line(code, err, f"data.balls4.path: {str(link)!r} is a symbolic link to", "which does not exist")
+    assert _snapshot(tmp_path) == before

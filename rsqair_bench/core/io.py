@@ -71,6 +71,18 @@ def check_writable_dir(directory: str | Path, what: str) -> None:
         raise OutputError(f"{probe}: not writable (Permission denied), needed for {what}")
 
 
+def dangling_link(directory: str | Path) -> Path | None:
+    """The first symbolic link on the way to `directory` (itself included) whose target does not exist, else None.
+
+    Why: mkdir cannot follow such a link and fails with a bare "File exists" (`results: rdang`, or a
+    checkout's `data` link to another machine's disk), after the suite validated and data was generated."""
+    directory = Path(directory)
+    for candidate in [*reversed(directory.parents), directory]:
+        if candidate.is_symlink() and not candidate.exists():
+            return candidate
+    return None
+
+
 REGULAR_FILE_LIMIT = 64 * 2**20  # bytes: a result file (metrics.json, status.json) is kilobytes; refuse a huge one
 
 

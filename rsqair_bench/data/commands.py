@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rsqair_bench.config import DataSetConfig
-from rsqair_bench.core.io import hold_lock
+from rsqair_bench.core.io import dangling_link, hold_lock
 from rsqair_bench.data.h5 import (
     SPLIT_NAMES,
     check_request,
@@ -30,7 +30,7 @@ from rsqair_bench.data.h5 import (
     validate_split,
 )
 from rsqair_bench.data.physics import parse_balls
-from rsqair_bench.errors import ConfigError, DataError, LockedError
+from rsqair_bench.errors import ConfigError, DataError, LockedError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -275,13 +275,30 @@ def ensure_dataset(cfg: DataSetConfig, progress: bool = True) -> Path:
     A file lock makes concurrent jobs wait for one generator instead of racing.
     """
     path = Path(cfg.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(path)
     with hold_lock(str(path) + ".lock"):  # waits as long as another job's generation takes
         if not path.exists():
             log.info("generating %s (%s balls, splits %s)", path, cfg.balls, cfg.splits)
             return generate_file(path, cfg.balls, dict(cfg.splits), cfg.frames, cfg.size, cfg.seed, progress)
         _check_existing(path, cfg)
     return path
+
+
+def _make_folder(path: Path) -> None:
+    """Create the data file's folder, or say in one line why not.
+
+    Why not just mkdir: a folder on the way that is a symbolic link to nothing (a checkout's `data`
+    link to another machine's disk) made mkdir fail with a bare "data: File exists"."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        folder = dangling_link(path.parent)
+        if folder is not None:
+            raise OutputError(f"{path}: cannot create its folder: {folder} is a symbolic link to "
+                              f"{os.readlink(folder)}, which does not exist; expected a folder or a link "
+                              f"to one (remove the link, or create its target)") from None
+        raise OutputError(f"{path}: cannot create its folder {path.parent} ({err.strerror or err}); expected a "
+                          f"writable folder") from None
 
 
 def _check_existing(path: Path, cfg: DataSetConfig) -> None:

@@ -31,6 +31,7 @@ from rsqair_bench.config import (
     estimated_parameters,
     load_config,
 )
+from rsqair_bench.core.io import dangling_link
 from rsqair_bench.core.seeding import effective_seed, seed_error
 from rsqair_bench.data.limits import (
     MAX_EVAL_BATCH_BYTES,
@@ -290,7 +291,7 @@ def _check_where_to_run(suite: SuiteConfig, fail: Fail) -> None:
     system = _system_directory(Path(suite.results))
     if system is not None:
         fail("results", f"{suite.results!r} is {system}; expected a directory of your own (e.g. results)")
-    dangling = _dangling_link(Path(suite.results) / suite.name)
+    dangling = dangling_link(Path(suite.results) / suite.name)
     if dangling is not None:
         fail("results", f"{str(dangling)!r} is a symbolic link to {os.readlink(dangling)!r}, which does not exist; "
                         "expected a directory (or nothing)")
@@ -328,17 +329,6 @@ def _system_directory(results: Path) -> str | None:
     return None
 
 
-def _dangling_link(directory: Path) -> Path | None:
-    """The first symbolic link on the way to `directory` whose target does not exist, else None.
-
-    Why: `results: rdang` with `rdang` such a link validated, then `run` generated the data and failed
-    with `rdang: File exists` (mkdir sees the link, and cannot follow it)."""
-    for candidate in [*reversed(directory.parents), directory]:
-        if candidate.is_symlink() and not candidate.exists():
-            return candidate
-    return None
-
-
 def _file_in_the_way(directory: Path) -> Path | None:
     """The first existing non-directory on the way to `directory` (results: pointing at a file), else None."""
     for candidate in [*reversed(directory.parents), directory]:
@@ -362,6 +352,10 @@ def _check_dataset(name: str, ds: DataSetConfig, fail: Fail) -> None:
     for split, n in ds.splits.items():
         if not 1 <= n <= MAX_SEQUENCES:
             fail(f"{k}.splits.{split}", f"expected between 1 and {MAX_SEQUENCES} sequences, found {n}")
+    dangling = dangling_link(Path(ds.path).parent)
+    if dangling is not None:
+        fail(f"{k}.path", f"{str(dangling)!r} is a symbolic link to {os.readlink(dangling)!r}, which does not exist; "
+                          "expected a folder or a link to one (remove the link, or create its target)")
 
 
 def expand_jobs(suite: SuiteConfig) -> list[Job]:
