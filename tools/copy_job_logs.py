@@ -9,13 +9,18 @@ against its sources without training.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from pathlib import Path
 
 
 def main() -> None:
-    results = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="a suite's results directory (results/<suite name>)")
+    results = parser.parse_args().results
+    if not any(results.glob("*/seed*/DONE")):
+        sys.exit(f"{results}: no finished jobs (<model>/seed<k>/DONE) there; expected a suite's results directory")
     logs = results / "report" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     copied = 0
