@@ -9,6 +9,10 @@ puts the count back to 1 after each test so such a setting never leaks into the 
 `@pytest.mark.needs_compiler`: a test that runs torch.compile with inductor (which builds C++)
 is skipped, with the reason, where no working C++ compiler is found (compiler.compiler_problem),
 instead of failing after a minute with a 100-line InductorError.
+
+Inductor's cache: the session uses the folder of its kernel family (core/inductor_cache.py), set
+before any test compiles, because a cache warmed under another ATEN_CPU_CAPABILITY crashed the
+compiled-model test with SIGBUS; CI runs the learning checks under a second family beside this run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from rsqair_bench.core.inductor_cache import isolate_inductor_cache
+
 SESSION_THREADS = 1
 
 
@@ -28,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Subprocesses the tests start (`python -m rsqair_bench ...`) get one thread too, unless the
     # caller chose otherwise; the runner's workers still apply their own `torch_threads`.
     os.environ.setdefault("OMP_NUM_THREADS", str(SESSION_THREADS))
+    isolate_inductor_cache(os.environ)  # also for the subprocesses the tests start
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

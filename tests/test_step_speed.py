@@ -649,7 +649,7 @@ def test_pre_drawn_noise_keeps_the_sampling_distribution():
 
 # ============================================================================ 3. model_config.compile
 # slow: C++ compilation of the first-frame and later-frame graphs, forward and backward, with a cold inductor
-# cache (/tmp/torchinductor_<user>) on the shared 2-core box; seconds with a warm one.
+# cache (/tmp/torchinductor_<user>-<family>, core/inductor_cache.py) on the shared 2-core box; seconds with a warm one.
 @pytest.mark.slow
 @pytest.mark.needs_compiler
 def test_compiled_model_matches_eager_loss_and_gradients(caplog, float64):

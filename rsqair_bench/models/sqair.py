@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsqair_bench.config import ModelConfig
+from rsqair_bench.core.inductor_cache import isolate_inductor_cache
 from rsqair_bench.core.precision import full_precision
 from rsqair_bench.models.air import (
     GlimpseDecoder,
@@ -417,6 +418,7 @@ def maybe_compile(fn, enabled: bool):
     """
     if not enabled:
         return fn
+    isolate_inductor_cache()  # a cache warmed under another ATEN_CPU_CAPABILITY crashes (core/inductor_cache.py)
     if torch.cuda.is_available():
         return torch.compile(fn, dynamic=None, mode="reduce-overhead")
     return torch.compile(fn, dynamic=None, options={"post_grad_custom_post_pass": UnfuseBiasAddmm()})

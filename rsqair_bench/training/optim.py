@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from rsqair_bench.config import ModelConfig, TrainConfig
+from rsqair_bench.core.inductor_cache import isolate_inductor_cache
 from rsqair_bench.core.seeding import derive_seed
 from rsqair_bench.registry import ModelFactory
 
@@ -52,4 +53,7 @@ def optimizer_update(optimizer: torch.optim.Optimizer, compiled: bool) -> Callab
     profiler events for SQAIR's 93 tensors on CPU, an eighth of a compiled training step. Compiled,
     it is a few fused loops over all of them (~10 events). Numerics: the same update up to float
     rounding (tests/test_optimizer.py)."""
-    return torch.compile(optimizer.step) if compiled else optimizer.step
+    if not compiled:
+        return optimizer.step
+    isolate_inductor_cache()  # a cache warmed under another ATEN_CPU_CAPABILITY crashes (core/inductor_cache.py)
+    return torch.compile(optimizer.step)
