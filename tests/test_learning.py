@@ -121,11 +121,11 @@ def test_sqair_learns_dynamics_its_sampled_frame_beats_copy_last(tmp_path: Path,
     | seed 1, avx2, Intel Xeon with AMX (2026-12-05) | 263.6 | 0.947 | 0.948 | 0.011 | 2.80 / 3.04 |
     | seed 2, avx2, Intel Xeon with AMX (2026-12-05) | 302.9 | 0.949 | 0.948 | 0.021 | 2.73 / 3.03 |
     | threshold | > 150 | > 0.5 | >= 0.75 | <= 0.2 | not asserted |
-    | margin of the worst run (seed 1, default) | 59.7 | 0.36 | 0.12 | 0.10 | — |
+    | margin of the worst run (seed 1, default, AMD) | 59.7 | 0.36 | 0.12 | 0.10 | — |
 
     Three seeds under each family on the AMD EPYC, and on an Intel Xeon with AVX-512 and AMX (the same
-    command as the bound check's AMX rows). The perturbed avx2 run was
-    not measured (docs/reproducibility.md gives the command).
+    command as the bound check's AMX rows). The perturbed avx2 run was not measured
+    (docs/reproducibility.md gives the command).
 
     Every threshold is far from what an untrained model scores (coverage 0.01, gain below 0: it draws
     nothing). The tracked prior error against copy-last's is printed, not asserted: one rounding change
